@@ -1,0 +1,182 @@
+"""``scrapoxy-server``: init a config file, start the server, test the pool from outside."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import Config, ConfigError, load_file
+
+TEMPLATE = '''\
+# Scrapoxy configuration (TOML). Every key is optional; the values shown are the defaults.
+# Times are in seconds. A string "env:NAME" is read from the environment variable NAME.
+
+[master]
+# The proxy your scraper points at.
+host = "127.0.0.1"
+port = 8888
+# Scraper credentials. Required to bind beyond loopback (or set allow_public = true).
+# auth = { username = "scraper", password = "env:SCRAPOXY_MASTER_PASSWORD" }
+connect_timeout = 10.0
+# Longest silence from an instance or target before a 504.
+idle_timeout = 60.0
+# How long a request waits for an alive instance while the pool wakes, before a 503.
+wait_for_instance = 30.0
+# Host patterns, e.g. ["*.example.com"]; deny wins; an empty allow list allows all.
+allow = []
+deny = []
+# HTTPS-by-header mode: verify target certificates (system store plus ca_file).
+tls_verify = true
+# ca_file = "/path/to/extra-ca.pem"
+
+[commander]
+# REST API and GUI.
+host = "127.0.0.1"
+port = 8889
+username = "admin"
+# Unset: a password is generated at each start and printed once.
+# password = "env:SCRAPOXY_PASSWORD"
+
+[scaling]
+min = 3
+required = 3
+max = 3
+# Seconds without a request before required drops to min.
+downscale_delay = 600.0
+
+[manager]
+check_interval = 2.0
+alive_check_interval = 2.0
+# URL fetched through each instance to check it; its body, when an IP, is the fingerprint.
+# Unset: the commander's own /ip (works for instances on this machine).
+# check_url = "http://checkip.amazonaws.com/"
+check_timeout = 5.0
+dead_after_failures = 3
+dead_after = 30.0
+start_timeout = 60.0
+drain_grace = 30.0
+terminate_on_shutdown = true
+
+[manager.autorestart]
+# Each instance lives a random time in [min, max] seconds, then is replaced (0 = forever).
+min = 0.0
+max = 0.0
+
+# One or more providers. The embedded default: scrapoxy-instance processes on loopback.
+[[providers]]
+type = "local"
+name = "local"
+
+# Proxies you already have:
+# [[providers]]
+# type = "static"
+# name = "mine"
+# proxies = ["http://user:pass@203.0.113.10:3128"]
+# bench = 60.0
+
+# AWS EC2 (credentials from the usual AWS environment or the keys below):
+# [[providers]]
+# type = "awsec2"
+# region = "eu-west-1"
+# instance_type = "t3.nano"
+# proxy = "tinyproxy"   # or "squid"
+# port = 3128
+# allowed_cidr = "198.51.100.7/32"   # your master's public address
+# check_url = ... set [manager] check_url to a public IP echo when using the cloud
+'''
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scrapoxy-server", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"scrapoxy-server {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    init = commands.add_parser("init", help="write a commented configuration template")
+    init.add_argument("path")
+    start = commands.add_parser("start", help="run the server (no PATH: the embedded default)")
+    start.add_argument("path", nargs="?")
+    start.add_argument("--log-level", default=os.environ.get("SCRAPOXY_LOG_LEVEL", "INFO"))
+    test = commands.add_parser("test", help="send requests through the master and count egress IPs")
+    test.add_argument("url", nargs="?", default=None,
+                      help="URL answering the caller's IP (default: the commander's /ip)")
+    test.add_argument("--count", type=int, default=10)
+    test.add_argument("--master", default="http://127.0.0.1:8888",
+                      help="master URL, with user:password@ when scraper auth is on")
+    args = parser.parse_args(argv)
+    if args.command == "init":
+        return _init(Path(args.path))
+    if args.command == "start":
+        return _start(args.path, log_level=args.log_level)
+    from .selftest import run_test
+    return run_test(master=args.master, url=args.url, count=args.count)
+
+
+def _init(path: Path) -> int:
+    if path.exists():
+        print(f"scrapoxy-server: {path} exists; not overwriting it", file=sys.stderr)
+        return 1
+    try:
+        path.write_text(TEMPLATE, encoding="utf-8")
+    except OSError as exc:
+        print(f"scrapoxy-server: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}; edit it, then run: scrapoxy-server start {path}")
+    return 0
+
+
+def _load(path: str | None) -> Config:
+    if path is None:
+        return Config()
+    return load_file(path)
+
+
+def _start(path: str | None, *, log_level: str) -> int:
+    try:
+        config = _load(path)
+    except ConfigError as exc:
+        print(f"scrapoxy-server: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(log_level)
+    from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
+
+    from .root import Server
+
+    server = Server(config=config, reactor=reactor)
+    try:
+        listening = server.start()
+    except CannotListenError as exc:
+        print(f"scrapoxy-server: cannot listen on {exc.interface or '*'}:{exc.port}: "
+              f"{exc.socketError}", file=sys.stderr)
+        return 1
+    source = path if path else "embedded default (local provider)"
+    scaling = config.scaling
+    print(f"scrapoxy-server {__version__} ({source})", flush=True)
+    print(f"  master:    {listening.master}   <- point your scraper here", flush=True)
+    print(f"  commander: {listening.commander}   (API at /api, GUI at /)", flush=True)
+    if listening.generated_password is not None:
+        print(f"  commander login: {listening.commander_user} / {listening.generated_password}"
+              "   (generated for this run; set commander.password to fix it)", flush=True)
+    else:
+        print(f"  commander login: {listening.commander_user} / (the configured password)",
+              flush=True)
+    providers = ", ".join(f"{p.name} ({p.type})" for p in config.providers)
+    print(f"  providers: {providers}; scaling min {scaling.min} / required {scaling.required}"
+          f" / max {scaling.max}", flush=True)
+    # The reactor stops on SIGINT and SIGTERM; the trigger then shuts instances down.
+    reactor.addSystemEventTrigger("before", "shutdown", server.stop)
+    reactor.run()
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""HTTP/1.1 on bytes: request and response heads, header hygiene, body framing (RFC 9112).
+
+Pure functions and small state machines with no I/O, so that the proxy's protocol layer stays
+thin and everything here is tested from tables. Parsing errors raise ``HttpError``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_CHUNK_LINE = 4096
+
+# RFC 9110 token characters; a space before the colon or any control byte is refused
+# (request smuggling and header injection both start there).
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
+_METHOD = re.compile(_TOKEN)
+_VERSION = re.compile(rb"HTTP/1\.[01]")
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
+
+# Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy's own: never forwarded in either direction.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"proxy-authorization", b"proxy-authenticate",
+})
+PROXYNAME_HEADER = b"x-cache-proxyname"
+ERROR_HEADER = b"x-scrapoxy-error"
+
+
+class HttpError(Exception):
+    """A message the proxy must refuse; ``status`` is what the client gets."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "bad_request"):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: Headers
+
+    def get(self, name: bytes) -> bytes | None:
+        """First value of header ``name`` (lower-case), or None."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    version: bytes
+    status: int
+    reason: bytes
+    headers: Headers
+
+
+def _split_lines(block: bytes) -> list[bytes]:
+    # Recipients may accept a bare LF as a line end (RFC 9112 2.2); a stray CR is refused
+    # by the header regex.
+    lines = block.split(b"\n")
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def _parse_headers(lines: list[bytes]) -> Headers:
+    headers: Headers = []
+    for line in lines:
+        if not line:
+            continue
+        match = _HEADER_LINE.fullmatch(line)
+        if match is None:
+            if line[:1] in (b" ", b"\t"):
+                raise HttpError("obsolete header line folding is not accepted")
+            raise HttpError(f"malformed header line {_show(line)}")
+        headers.append((match.group(1), match.group(2)))
+    return headers
+
+
+def parse_request_head(block: bytes) -> RequestHead:
+    """Parse a request head (without the final empty line)."""
+    lines = _split_lines(block)
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise HttpError(f"malformed request line {_show(lines[0])}")
+    method, target, version = parts
+    if not _METHOD.fullmatch(method):
+        raise HttpError(f"malformed method {_show(method)}")
+    if not _VERSION.fullmatch(version):
+        raise HttpError(f"unsupported HTTP version {_show(version)}", status=505)
+    if not target or any(b < 0x21 or b == 0x7F for b in target):
+        raise HttpError("malformed request target")
+    return RequestHead(method, target, version, _parse_headers(lines[1:]))
+
+
+def parse_response_head(block: bytes) -> ResponseHead:
+    lines = _split_lines(block)
+    match = _STATUS_LINE.fullmatch(lines[0])
+    if match is None:
+        raise HttpError(f"malformed status line {_show(lines[0])}", status=502, code="upstream")
+    try:
+        headers = _parse_headers(lines[1:])
+    except HttpError as exc:
+        raise HttpError(exc.message, status=502, code="upstream") from None
+    return ResponseHead(match.group(1), int(match.group(2)), match.group(3) or b"", headers)
+
+
+def connection_tokens(headers: Headers) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def filter_headers(headers: Headers, *, drop: frozenset[bytes] = frozenset()) -> Headers:
+    """Headers without hop-by-hop ones, the names ``Connection`` lists, and ``drop``."""
+    listed = connection_tokens(headers)
+    out = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in listed or lower in drop:
+            continue
+        out.append((name, value))
+    return out
+
+
+# --- body framing ----------------------------------------------------------------------
+
+NO_BODY = 0
+LENGTH = 1
+CHUNKED = 2
+UNTIL_CLOSE = 3
+
+
+def _transfer_codings(headers: Headers) -> list[bytes] | None:
+    codings: list[bytes] | None = None
+    for name, value in headers:
+        if name.lower() == b"transfer-encoding":
+            codings = codings or []
+            codings.extend(c.strip().lower() for c in value.split(b",") if c.strip())
+    return codings
+
+
+def _content_length(headers: Headers, error: HttpError) -> int | None:
+    length: int | None = None
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            for item in value.split(b","):
+                item = item.strip()
+                if not item.isdigit() or len(item) > 18:
+                    raise error
+                if length is not None and int(item) != length:
+                    raise error
+                length = int(item)
+    return length
+
+
+def request_framing(head: RequestHead) -> tuple[int, int]:
+    """(kind, length) of a request body; refuses ambiguous framing (smuggling)."""
+    codings = _transfer_codings(head.headers)
+    if codings is not None:
+        if head.version == b"HTTP/1.0":
+            raise HttpError("Transfer-Encoding is not allowed in an HTTP/1.0 request")
+        if codings != [b"chunked"]:
+            raise HttpError(f"unsupported Transfer-Encoding {b', '.join(codings).decode('latin-1')!r}")
+        if head.get(b"content-length") is not None:
+            raise HttpError("both Content-Length and Transfer-Encoding are set")
+        return CHUNKED, 0
+    length = _content_length(head.headers, HttpError("invalid Content-Length"))
+    if length is None or length == 0:
+        return NO_BODY, 0
+    return LENGTH, length
+
+
+def response_framing(head: ResponseHead, *, request_method: bytes) -> tuple[int, int]:
+    """(kind, length) of a response body, per RFC 9112 6.3."""
+    status = head.status
+    if request_method == b"HEAD" or 100 <= status < 200 or status in (204, 304):
+        return NO_BODY, 0
+    codings = _transfer_codings(head.headers)
+    if codings is not None:
+        if codings and codings[-1] == b"chunked":
+            return CHUNKED, 0
+        return UNTIL_CLOSE, 0
+    length = _content_length(
+        head.headers, HttpError("invalid Content-Length from upstream", status=502, code="upstream")
+    )
+    if length is None:
+        return UNTIL_CLOSE, 0
+    if length == 0:
+        return NO_BODY, 0
+    return LENGTH, length
+
+
+class ChunkedReader:
+    """Finds the end of a chunked body fed piece by piece.
+
+    ``feed`` returns how many bytes belong to the body (the rest is the next message). With
+    ``decode`` the payload is collected in ``decoded`` (for HTTP/1.0 clients); otherwise the
+    caller passes the consumed bytes through unchanged.
+    """
+
+    __slots__ = ("done", "decode", "decoded", "_state", "_remaining", "_line")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self, *, decode: bool = False) -> None:
+        self.done = False
+        self.decode = decode
+        self.decoded: list[bytes] = []
+        self._state = self._SIZE
+        self._remaining = 0
+        self._line = b""
+
+    def feed(self, data: bytes) -> int:
+        pos = 0
+        end = len(data)
+        while pos < end and not self.done:
+            state = self._state
+            if state == self._DATA:
+                take = min(self._remaining, end - pos)
+                if self.decode:
+                    self.decoded.append(data[pos:pos + take])
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = self._DATA_END
+                continue
+            newline = data.find(b"\n", pos)
+            if newline < 0:
+                self._line += data[pos:]
+                if len(self._line) > MAX_CHUNK_LINE:
+                    raise HttpError("chunk line too long")
+                return end
+            line = self._line + data[pos:newline]
+            self._line = b""
+            pos = newline + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if state == self._SIZE:
+                size_text = line.split(b";", 1)[0].strip()
+                if not size_text or len(size_text) > 16 or any(
+                    c not in b"0123456789abcdefABCDEF" for c in size_text
+                ):
+                    raise HttpError("malformed chunk size")
+                size = int(size_text, 16)
+                if size == 0:
+                    self._state = self._TRAILER
+                else:
+                    self._remaining = size
+                    self._state = self._DATA
+            elif state == self._DATA_END:
+                if line:
+                    raise HttpError("missing CRLF after chunk data")
+                self._state = self._SIZE
+            else:  # trailer section: ends at the first empty line
+                if not line:
+                    self.done = True
+        return pos
+
+
+def serialize_headers(headers: Headers) -> bytes:
+    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+
+
+def _show(raw: bytes) -> str:
+    text = raw[:60].decode("latin-1")
+    return repr(text + ("..." if len(raw) > 60 else ""))

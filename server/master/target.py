@@ -1,0 +1,104 @@
+"""Where a request goes: the target of each request mode of the wire contract.
+
+1. absolute-form ``http://host/path``           -> plain, forwarded through the instance
+2. any request with ``Location: https://...``   -> TLS, spoken by the master through CONNECT
+3. absolute-form ``https://host/path``          -> as 2
+4. ``CONNECT host:port``                        -> a tunnel (see ``parse_authority``)
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from .http1 import HttpError
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    tls: bool
+    host: str          # without brackets, lower-case
+    port: int
+    authority: bytes   # as sent in Host (brackets for IPv6, port only when not default)
+    path: bytes        # origin-form path and query, byte for byte
+
+    @property
+    def absolute(self) -> bytes:
+        """Absolute-form URI for a plain request through an instance."""
+        return b"http://" + self.authority + self.path
+
+
+def parse_authority(authority: bytes, *, default_port: int | None) -> tuple[str, int]:
+    """``host[:port]`` (IPv6 in brackets) -> (host, port); HttpError when malformed."""
+    if not authority or any(c < 0x21 or c > 0x7E for c in authority) or b"@" in authority:
+        raise HttpError(f"malformed host {authority[:80].decode('latin-1')!r}")
+    text = authority.decode("ascii")
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise HttpError(f"malformed IPv6 host {text!r}")
+        host, rest = text[1:close], text[close + 1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise HttpError(f"malformed IPv6 host {text!r}") from None
+        if rest and not rest.startswith(":"):
+            raise HttpError(f"malformed host {text!r}")
+        port_text = rest[1:] if rest else ""
+    else:
+        host, sep, port_text = text.partition(":")
+        if not sep:
+            port_text = ""
+        if not host or any(c in host for c in "/?#[]\\"):
+            raise HttpError(f"malformed host {text!r}")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise HttpError(f"malformed port in {text!r}")
+        port = int(port_text)
+    elif default_port is None:
+        raise HttpError(f"port missing in {text!r}")
+    else:
+        port = default_port
+    return host.lower(), port
+
+
+def parse_url(url: bytes) -> Target:
+    """An absolute ``http://`` or ``https://`` URL -> Target; anything else is a 400."""
+    lower = url[:8].lower()
+    if lower.startswith(b"https://"):
+        tls, rest, default = True, url[8:], 443
+    elif lower.startswith(b"http://"):
+        tls, rest, default = False, url[7:], 80
+    else:
+        scheme = url.split(b":", 1)[0][:20].decode("latin-1") if b":" in url else url[:40].decode("latin-1")
+        raise HttpError(f"unsupported scheme or malformed URL: {scheme!r}")
+    cut = len(rest)
+    for sep in (b"/", b"?", b"#"):
+        i = rest.find(sep)
+        if 0 <= i < cut:
+            cut = i
+    authority, path = rest[:cut], rest[cut:]
+    host, port = parse_authority(authority, default_port=default)
+    fragment = path.find(b"#")
+    if fragment >= 0:
+        path = path[:fragment]
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    if port == default:
+        # Keep the client's own spelling of the authority, minus a redundant default port.
+        authority = authority.rsplit(b":", 1)[0] if not authority.endswith(b"]") and b":" in authority else authority
+    return Target(tls=tls, host=host, port=port, authority=authority, path=path)
+
+
+def request_target(*, method: bytes, target: bytes, location: bytes | None) -> Target:
+    """Resolve modes 1-3. ``location`` is the request's ``Location`` header, if any."""
+    if location is not None and location[:8].lower() == b"https://":
+        return parse_url(location)
+    if location is not None and location[:7].lower() != b"http://":
+        raise HttpError(
+            f"Location header must be an https:// URL, got {location[:60].decode('latin-1')!r}"
+        )
+    if target.startswith(b"/"):
+        if location is not None:
+            return parse_url(location)
+        raise HttpError("origin-form request without a Location header: use an absolute URL")
+    return parse_url(target)

@@ -1,0 +1,51 @@
+"""Packaging for Scrapoxy for Python.
+
+The server lives in the ``server/`` folder but installs as ``scrapoxy_server``: a bare
+``server`` package would collide with anything else in site-packages.
+"""
+from setuptools import find_packages, setup
+
+server_packages = [
+    "scrapoxy_server" + name[len("server"):]
+    for name in find_packages(include=["server", "server.*"])
+]
+
+setup(
+    name="scrapoxy-py",
+    version="0.1.0",
+    description="Rotating proxy pool for scrapers: one proxy address, many upstream instances.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=server_packages + find_packages(include=["scrapoxy_scrapy", "scrapoxy_scrapy.*"]),
+    package_dir={"scrapoxy_server": "server"},
+    package_data={"scrapoxy_server.commander": ["static/*", "templates/*"]},
+    include_package_data=True,
+    install_requires=[
+        "Twisted>=23.8",
+        "pyOpenSSL>=23.0",
+        "service_identity>=21.1",
+        "idna>=3.4",
+        "Flask>=2.3",
+        "requests>=2.28",
+        "prometheus_client>=0.17",
+        "boto3>=1.26",
+    ],
+    extras_require={
+        "scrapy": ["Scrapy>=2.11"],
+        "test": [
+            "Scrapy>=2.11",
+            "pytest>=7.4",
+            "pytest-timeout>=2.1",
+            "requests-mock>=1.11",
+            "moto[ec2]>=5.0",
+            "treq>=23.1",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "scrapoxy-server=scrapoxy_server.cli:main",
+            "scrapoxy-instance=scrapoxy_server.instance.cli:main",
+        ],
+    },
+)

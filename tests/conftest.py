@@ -1,0 +1,30 @@
+"""Shared pytest fixtures.
+
+Tests that need real sockets run the global Twisted reactor in a background thread for the
+whole session (``reactor_thread``) and drive it with ``blockingCallFromThread``; the test
+thread itself uses ordinary blocking clients, as a user's scraper would.
+"""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.support import ReactorThread
+
+
+@pytest.fixture(scope="session")
+def reactor_thread():
+    from twisted.internet import reactor
+
+    started = threading.Event()
+    reactor.callWhenRunning(started.set)
+    thread = threading.Thread(
+        target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True, name="reactor"
+    )
+    thread.start()
+    if not started.wait(10):
+        raise RuntimeError("the reactor did not start")
+    yield ReactorThread(reactor)
+    reactor.callFromThread(reactor.stop)
+    thread.join(10)
