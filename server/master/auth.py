@@ -10,15 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SESSION_MARK = ";session="
 
 
 @dataclass(frozen=True, slots=True)
 class ProxyCredentials:
-    username: str
-    password: str
+    username: bytes
+    password: bytes = field(repr=False)
     session: str | None
 
 
@@ -30,28 +30,44 @@ def parse_basic(value: bytes | None) -> ProxyCredentials | None:
     if scheme.lower() != b"basic":
         return None
     try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except binascii.Error:
         return None
-    username, sep, password = decoded.partition(":")
+    # Kept as bytes: clients encode non-ASCII credentials as UTF-8 or latin-1.
+    username, sep, password = decoded.partition(b":")
     if not sep:
         return None
     session = None
-    if SESSION_MARK in username:
-        username, _, session = username.partition(SESSION_MARK)
-        session = session or None
+    mark = SESSION_MARK.encode()
+    if mark in username:
+        username, _, token_bytes = username.partition(mark)
+        session = token_bytes.decode("latin-1") or None
     return ProxyCredentials(username, password, session)
 
 
 class ScraperAuth:
     def __init__(self, *, username: str, password: str) -> None:
-        self._username = username.encode()
-        self._password = password.encode()
+        self._usernames = _encodings(username)
+        self._passwords = _encodings(password)
 
     def check(self, credentials: ProxyCredentials | None) -> bool:
         if credentials is None:
             return False
-        # Both comparisons always run, so timing tells nothing about which part was wrong.
-        user_ok = hmac.compare_digest(credentials.username.encode(), self._username)
-        password_ok = hmac.compare_digest(credentials.password.encode(), self._password)
+        # Every comparison always runs, so timing tells nothing about which part was wrong.
+        user_ok = False
+        for expected in self._usernames:
+            user_ok |= hmac.compare_digest(credentials.username, expected)
+        password_ok = False
+        for expected in self._passwords:
+            password_ok |= hmac.compare_digest(credentials.password, expected)
         return user_ok & password_ok
+
+
+def _encodings(text: str) -> tuple[bytes, ...]:
+    """UTF-8, and latin-1 when it differs (Scrapy's default for proxy credentials)."""
+    utf8 = text.encode("utf-8")
+    try:
+        latin = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return (utf8,)
+    return (utf8,) if latin == utf8 else (utf8, latin)

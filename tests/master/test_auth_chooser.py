@@ -17,11 +17,13 @@ def test_credentials_with_any_characters_are_accepted():
     assert not auth.check(parse_basic(basic("a@b:wrong")))
     assert not auth.check(parse_basic(b"Basic !!!"))
     assert not auth.check(parse_basic(None))
+    latin1 = b"Basic " + base64.b64encode("a@b:p:w/%é".encode("latin-1"))
+    assert auth.check(parse_basic(latin1))
 
 
 def test_session_token_rides_in_the_username():
     creds = parse_basic(basic("u;session=abc:p"))
-    assert (creds.username, creds.session, creds.password) == ("u", "abc", "p")
+    assert (creds.username, creds.session, creds.password) == (b"u", "abc", b"p")
 
 
 def endpoints(*names):
