@@ -1,0 +1,48 @@
+"""A fake manager facade for commander tests: the same contract, state in memory."""
+from __future__ import annotations
+
+from scrapoxy_server.config import validate_scaling
+from scrapoxy_server.models import Scaling
+
+
+class FakeControl:
+    """Behaves like ``Manager``'s facade (docs/ARCHITECTURE.md), and records the changes."""
+
+    def __init__(self, *, instances: list[dict] | None = None,
+                 scaling: Scaling = Scaling(min=1, required=1, max=3)) -> None:
+        self.instances = {i["name"]: i for i in (instances or [])}
+        self.scaling = scaling
+        self.stopped: list[str] = []
+        self.scaling_updates: list[dict] = []
+
+    def list_instances(self) -> list[dict]:
+        return list(self.instances.values())
+
+    def get_scaling(self) -> Scaling:
+        return self.scaling
+
+    def update_scaling(self, changes: dict) -> Scaling | None:
+        merged = {**self.scaling.as_dict(), **changes}
+        validate_scaling(merged, prefix="scaling.")
+        updated = Scaling(**merged)
+        if updated == self.scaling:
+            return None
+        self.scaling_updates.append(dict(changes))
+        self.scaling = updated
+        return updated
+
+    def stop_instance(self, name: str) -> int:
+        if name not in self.instances:
+            raise KeyError(name)
+        del self.instances[name]
+        self.stopped.append(name)
+        return sum(1 for i in self.instances.values() if i["alive"])
+
+
+def instance(name: str, *, alive: bool = True, port: int = 3128) -> dict:
+    return {
+        "name": name, "provider": "local", "status": "started", "alive": alive,
+        "fingerprint": "127.0.0.2" if alive else None,
+        "address": {"hostname": "127.0.0.1", "port": port}, "region": None,
+        "started_at": 1_700_000_000.0, "requests": 7,
+    }
