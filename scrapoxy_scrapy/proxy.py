@@ -1,0 +1,209 @@
+"""Route Scrapy requests through the Scrapoxy master.
+
+``http://`` requests go to the master as ordinary absolute-form proxy requests. ``https://``
+requests use the master's "HTTPS by header" mode: the request is downloaded as
+``http://host[:port]/path?query`` through the master, with the real URL in a ``Location`` request
+header, so that the master sees (and can route on) the headers instead of an opaque CONNECT
+tunnel. The response handed back to the rest of Scrapy carries the original https URL and the
+original request, so links, redirects, cookies and retries behave as if Scrapy had fetched the
+https URL directly.
+
+Where it sits (``DOWNLOADER_MIDDLEWARES``): priority :data:`DEFAULT_PRIORITY` (745), i.e. after
+RetryMiddleware (550), RedirectMiddleware (600) and CookiesMiddleware (700) and just before
+HttpProxyMiddleware (750). ``process_request`` runs in increasing priority order and
+``process_response``/``process_exception`` in decreasing order, so the rewrite happens after
+cookies were attached for the https URL and is undone before cookies are extracted, redirects are
+resolved or retries are built: they all only ever see the https request. HttpProxyMiddleware runs
+after the rewrite and keeps the ``Proxy-Authorization`` this middleware sets for the master.
+Middlewares above 745 (DownloaderStats 850, HttpCache 900) see the rewritten ``http://`` request.
+
+Per-request ``request.meta`` keys:
+
+- ``scrapoxy_session``: any hashable key; opt-in stickiness. Requests of one session send
+  ``x-cache-proxyname`` naming the instance that served the session's last response.
+- ``scrapoxy_proxyname``: set by this middleware on each response's request to the
+  ``x-cache-proxyname`` the master answered (read it as ``response.meta["scrapoxy_proxyname"]``).
+- ``dont_scrapoxy``: ``True`` sends the request directly, not through the master.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from scrapy.exceptions import NotConfigured
+from scrapy.http import Request, Response
+from scrapy.utils import httpobj
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PRIORITY = 745
+PROXYNAME_HEADER = b"x-cache-proxyname"
+# The original https URL of a request currently rewritten for "HTTPS by header"; present only
+# between this middleware's process_request and process_response/process_exception.
+_REWRITTEN_FROM = "_scrapoxy_https_url"
+
+
+@dataclass(frozen=True)
+class Master:
+    """Where the master listens, and the ``Proxy-Authorization`` value it expects (if any)."""
+
+    url: str
+    authorization: bytes | None = None
+
+
+def basic_authorization(username: str, password: str, *, encoding: str = "latin-1") -> bytes:
+    """Return ``b"Basic ..."`` for the decoded credentials.
+
+    ``encoding`` follows Scrapy's ``HTTPPROXY_AUTH_ENCODING`` (latin-1 by default, as
+    HttpProxyMiddleware does); characters it cannot represent fall back to UTF-8 (RFC 7617)
+    rather than failing every request of the crawl.
+    """
+    user_pass = f"{username}:{password}"
+    try:
+        raw = user_pass.encode(encoding)
+    except UnicodeEncodeError:
+        raw = user_pass.encode("utf-8")
+    return b"Basic " + base64.b64encode(raw)
+
+
+def parse_master(url: str, *, auth_encoding: str = "latin-1") -> Master:
+    """Split ``SCRAPOXY_MASTER`` into a credential-free proxy URL and an authorization value.
+
+    Credentials in the URL are percent-encoded (``http://a%40b:p%3Aw@host:8888``) so that any
+    character, ``@`` and ``:`` included, survives; they are decoded here. Raises ``ValueError``
+    for a URL that cannot name a proxy.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"SCRAPOXY_MASTER must look like http://[user:pass@]host:port, got {url!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - urlsplit validates the port lazily
+    except ValueError as error:
+        raise ValueError(f"SCRAPOXY_MASTER has a bad port: {url!r}") from error
+    hostport = parts.netloc.rpartition("@")[2]
+    authorization = None
+    if parts.username is not None:
+        authorization = basic_authorization(
+            unquote(parts.username), unquote(parts.password or ""), encoding=auth_encoding
+        )
+    return Master(url=urlunsplit((parts.scheme, hostport, "", "", "")), authorization=authorization)
+
+
+def https_by_header(url: str) -> tuple[str, str]:
+    """Return ``(download_url, location)`` for an https URL.
+
+    ``download_url`` is the same URL with the ``http`` scheme (what Scrapy downloads through the
+    master, absolute-form, no CONNECT); ``location`` is the real URL without its fragment (what
+    the master fetches). The port is kept only if the URL names one.
+    """
+    parts = urlsplit(url)
+    location = urlunsplit(("https", parts.netloc, parts.path, parts.query, ""))
+    download_url = urlunsplit(("http", parts.netloc, parts.path, parts.query, ""))
+    return download_url, location
+
+
+def _retarget(request: Request, url: str) -> None:
+    """Change the URL of ``request`` in place.
+
+    The downloader downloads the very object that went through ``process_request``: a Request
+    returned from a middleware would instead be rescheduled as a new request (through the
+    scheduler, the dupefilter and every middleware again, with Retry, Redirect and Cookies
+    holding the http copy). So the URL is changed in place, which Scrapy's public API does not
+    offer. ``urlparse_cached`` memoizes per request object and the download handler chooses
+    CONNECT from it, so the memo must be dropped as well.
+    """
+    request._set_url(url)  # noqa: SLF001 - see docstring
+    httpobj._urlparse_cache.pop(request, None)  # noqa: SLF001 - see docstring
+
+
+class ProxyMiddleware:
+    """Send requests through the Scrapoxy master (see the module docstring for the details)."""
+
+    def __init__(self, master: str, *, auth_encoding: str = "latin-1") -> None:
+        self.master: Master = parse_master(master, auth_encoding=auth_encoding)
+        # Last instance name seen per scrapoxy_session key; grows with the number of sessions a
+        # spider opens, which is expected to be small (one per logged-in account, per cart...).
+        self.sessions: dict[Hashable, str] = {}
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        settings = crawler.settings
+        master = settings.get("SCRAPOXY_MASTER")
+        if not master:
+            raise NotConfigured("SCRAPOXY_MASTER is not set")
+        if not settings.getbool("SCRAPOXY_ENABLED", True):
+            raise NotConfigured("SCRAPOXY_ENABLED is False")
+        auth_encoding = settings.get("HTTPPROXY_AUTH_ENCODING")
+        return cls(master, auth_encoding="latin-1" if auth_encoding is None else auth_encoding)
+
+    def process_request(self, request: Request, spider: Any = None) -> None:
+        # ``spider`` is optional: Scrapy 2.19 no longer passes it, older versions (>= 2.11) do.
+        if request.meta.get("dont_scrapoxy", False):
+            return None
+        # A copy of a request still rewritten (made by a middleware above this one) must not
+        # carry the old rewrite into the new download.
+        self._restore(request)
+        scheme = urlsplit(request.url).scheme
+        if scheme not in ("http", "https"):
+            return None
+
+        request.meta["proxy"] = self.master.url
+        if self.master.authorization is not None:
+            request.headers[b"Proxy-Authorization"] = self.master.authorization
+
+        session = request.meta.get("scrapoxy_session")
+        if session is not None:
+            proxyname = self.sessions.get(session)
+            if proxyname is not None:
+                request.headers[PROXYNAME_HEADER] = proxyname
+
+        if scheme == "https":
+            download_url, location = https_by_header(request.url)
+            request.meta[_REWRITTEN_FROM] = request.url
+            request.headers[b"Location"] = location
+            _retarget(request, download_url)
+        return None
+
+    def process_response(
+        self, request: Request, response: Response, spider: Any = None
+    ) -> Response:
+        original_url = self._restore(request)
+        if original_url is not None:
+            response = response.replace(url=original_url, request=request)
+
+        proxyname_bytes = response.headers.get(PROXYNAME_HEADER)
+        if proxyname_bytes:
+            proxyname = proxyname_bytes.decode("latin-1")
+            request.meta["scrapoxy_proxyname"] = proxyname
+            session = request.meta.get("scrapoxy_session")
+            if session is not None:
+                self.sessions[session] = proxyname
+        return response
+
+    def process_exception(
+        self, request: Request, exception: Exception, spider: Any = None
+    ) -> None:
+        # Retry (550) builds its new request from this one after us: give it the https request.
+        self._restore(request)
+        return None
+
+    @staticmethod
+    def _restore(request: Request) -> str | None:
+        """Undo the https rewrite of ``request`` if it has one; return the original URL."""
+        original_url: Any = request.meta.pop(_REWRITTEN_FROM, None)
+        if original_url is None:
+            return None
+        _retarget(request, original_url)
+        request.headers.pop(b"Location", None)
+        return original_url
