@@ -1,0 +1,93 @@
+"""Command line of ``scrapoxy-instance``.
+
+Process protocol (the ``local`` provider depends on it): after binding, exactly one line
+``listening on HOST:PORT`` goes to stdout (the actual port when ``--port 0``) and is flushed;
+everything else is logged to stderr. SIGTERM and SIGINT stop the process cleanly (exit 0).
+HOST is printed as given to ``--host``, in brackets when it is IPv6 (``listening on [::1]:PORT``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+from scrapoxy_server.instance.proxy import InstanceSettings, listen
+
+PASSWORD_ENV = "SCRAPOXY_INSTANCE_PASSWORD"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scrapoxy-instance",
+        description="Small forward proxy (CONNECT + absolute-form HTTP) for Scrapoxy.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=3128, help="listen port; 0 = any free port")
+    parser.add_argument("--source", default=None,
+                        help="source address of outgoing connections, e.g. 127.0.0.5")
+    parser.add_argument("--username", default=None, help="require this proxy username")
+    parser.add_argument("--password", default=None,
+                        help=f"require this proxy password (or set {PASSWORD_ENV})")
+    parser.add_argument("--connect-timeout", type=float, default=10.0,
+                        help="seconds to wait for a target connection (default 10)")
+    parser.add_argument("--verbose", action="store_true", help="log per-connection failures")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> InstanceSettings:
+    """Validate arguments into settings; raises ``ValueError`` with a message for the user."""
+    password = args.password if args.password is not None else environ.get(PASSWORD_ENV)
+    if (args.username is None) != (password is None):
+        raise ValueError(f"--username and --password (or {PASSWORD_ENV}) go together")
+    if not 0 <= args.port < 65536:
+        raise ValueError("--port must be between 0 and 65535")
+    if args.connect_timeout <= 0:
+        raise ValueError("--connect-timeout must be positive")
+    credentials = None
+    if args.username is not None:
+        if ":" in args.username:
+            raise ValueError("--username cannot contain ':'")
+        credentials = f"{args.username}:{password}".encode()
+    return InstanceSettings(source=args.source, credentials=credentials,
+                            connect_timeout_s=args.connect_timeout)
+
+
+def listening_line(host: str, port: int) -> str:
+    """The one stdout line announcing the bound address; IPv6 hosts are bracketed."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"listening on {shown}:{port}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args, dict(os.environ))
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    from twisted.internet import reactor
+
+    level = LogLevel.debug if args.verbose else LogLevel.warn
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr),
+                                    [LogLevelFilterPredicate(defaultLogLevel=level)])
+    # stdout carries the one "listening on" line only: never let Twisted redirect it.
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    try:
+        port = listen(reactor, host=args.host, port=args.port, settings=settings)
+    except Exception as exc:  # noqa: BLE001 - any bind failure is reported, not traced
+        print(f"scrapoxy-instance: cannot listen on {args.host}:{args.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    print(listening_line(args.host, port.getHost().port), flush=True)
+    # reactor.run installs SIGINT/SIGTERM handlers that stop the reactor cleanly.
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
