@@ -1,0 +1,89 @@
+"""Fixtures for the master's loopback tests: a master in-process, in front of real instances."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from scrapoxy_server.instance.proxy import InstanceSettings, listen
+from scrapoxy_server.master.auth import ScraperAuth
+from scrapoxy_server.master.proxy import MasterFactory, MasterSettings
+from scrapoxy_server.master.tls import TlsCreators
+from scrapoxy_server.models import Address, Endpoint
+from scrapoxy_server.pool import InstancePool
+from scrapoxy_server.stats import Stats
+from tests.lab.fixtures import *  # noqa: F401,F403
+
+INSTANCE_SOURCES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
+
+
+@dataclass
+class Master:
+    port: int
+    pool: InstancePool
+    stats: Stats
+    instances: dict[str, Endpoint]
+    sources: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proxies(self) -> dict[str, str]:
+        return {"http": self.url, "https": self.url}
+
+
+@pytest.fixture(scope="module")
+def instance_endpoints(reactor_thread: Any) -> Iterator[tuple[list[Endpoint], dict[str, str]]]:
+    """Three in-process scrapoxy-instances p1..p3 with distinct egress addresses."""
+    ports = []
+    endpoints = []
+    sources = {}
+    for i, source in enumerate(INSTANCE_SOURCES, start=1):
+        port = reactor_thread.call(listen, reactor_thread.reactor, host="127.0.0.1", port=0,
+                                   settings=InstanceSettings(source=source))
+        ports.append(port)
+        name = f"p{i}"
+        endpoints.append(Endpoint(name, Address("127.0.0.1", port.getHost().port)))
+        sources[name] = source
+    yield endpoints, sources
+    for port in ports:
+        reactor_thread.call(port.stopListening)
+
+
+@pytest.fixture
+def start_master(reactor_thread: Any, instance_endpoints: Any,
+                 lab_ca: Any) -> Iterator[Callable[..., Master]]:
+    listening = []
+
+    def start(*, endpoints: list[Endpoint] | None = None, wait_for_instance: float = 0.0,
+              idle_timeout: float = 5.0, connect_timeout: float = 3.0,
+              auth: tuple[str, str] | None = None, deny: tuple[str, ...] = ()) -> Master:
+        base, sources = instance_endpoints
+        pool = InstancePool()
+        stats = Stats()
+        chosen = base if endpoints is None else endpoints
+        reactor_thread.call(pool.publish, chosen)
+        factory = MasterFactory(
+            reactor=reactor_thread.reactor, pool=pool, stats=stats,
+            settings=MasterSettings(connect_timeout=connect_timeout, idle_timeout=idle_timeout,
+                                    wait_for_instance=wait_for_instance, deny=deny),
+            auth=ScraperAuth(username=auth[0], password=auth[1]) if auth else None,
+            tls=TlsCreators(verify=True, ca_file=str(lab_ca.ca_file)))
+        port = reactor_thread.call(reactor_thread.reactor.listenTCP, 0, factory,
+                                   interface="127.0.0.1")
+        listening.append(port)
+        return Master(port=port.getHost().port, pool=pool, stats=stats,
+                      instances={e.name: e for e in chosen}, sources=sources)
+
+    yield start
+    for port in listening:
+        reactor_thread.call(port.stopListening)
+
+
+@pytest.fixture
+def master(start_master: Callable[..., Master]) -> Master:
+    return start_master()

@@ -1,0 +1,178 @@
+"""The master over real loopback sockets, in front of real scrapoxy-instances.
+
+What a scraper sees: statuses, headers, bytes, and which instance (egress address) served.
+"""
+from __future__ import annotations
+
+import json
+import socket
+
+import requests
+
+from scrapoxy_server.models import Address, Endpoint
+from tests.support import free_port
+
+
+def raw_exchange(port: int, payload: bytes, *, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while True:
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+
+def test_absolute_form_get_goes_through_an_instance_and_names_it(master, origin):
+    mark = origin.mark()
+    response = requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
+    assert response.status_code == 200
+    name = response.headers["x-cache-proxyname"]
+    assert name in master.instances
+    (seen,) = origin.since(mark)
+    assert seen.client == master.sources[name]
+
+
+def test_requests_rotate_over_every_instance_on_one_keep_alive_connection(master, origin):
+    mark = origin.mark()
+    with requests.Session() as session:
+        names = [session.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
+                 .headers["x-cache-proxyname"] for _ in range(6)]
+    assert set(names) == {"p1", "p2", "p3"}
+    assert origin.clients(mark) == set(master.sources.values())
+
+
+def test_https_by_location_header_reaches_the_tls_origin_without_the_header(master, tls_origin):
+    mark = tls_origin.mark()
+    url = f"{tls_origin.url}/headers?x=1"
+    response = requests.get(url.replace("https://", "http://"), proxies=master.proxies,
+                            headers={"Location": url}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert "x-cache-proxyname" in response.headers
+    (seen,) = tls_origin.since(mark)
+    assert seen.path == "/headers?x=1"
+    assert seen.header("location") is None
+    assert seen.client == master.sources[response.headers["x-cache-proxyname"]]
+
+
+def test_absolute_https_request_line_is_spoken_as_tls_by_the_master(master, tls_origin):
+    raw = raw_exchange(master.port, (
+        f"GET {tls_origin.url}/headers HTTP/1.1\r\nHost: {tls_origin.netloc}\r\n"
+        "Connection: close\r\n\r\n").encode())
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert b"x-cache-proxyname: p" in raw
+
+
+def test_sticky_header_in_any_case_pins_the_instance_and_is_not_forwarded(master, origin):
+    mark = origin.mark()
+    for header in ("X-Cache-Proxyname", "x-cache-proxyname"):
+        for _ in range(4):
+            response = requests.get(f"{origin.url}/headers", proxies=master.proxies,
+                                    headers={header: "p2"}, timeout=10)
+            assert response.headers["x-cache-proxyname"] == "p2"
+    seen = origin.since(mark)
+    assert {r.client for r in seen} == {master.sources["p2"]}
+    assert all(r.header("x-cache-proxyname") is None for r in seen)
+
+
+def test_pin_to_a_gone_instance_is_served_by_another_that_says_so(master, origin):
+    response = requests.get(f"{origin.url}/headers", proxies=master.proxies,
+                            headers={"x-cache-proxyname": "gone"}, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["x-cache-proxyname"] in {"p1", "p2", "p3"}
+
+
+def test_connect_tunnel_is_served_through_an_instance(master, tls_origin, lab_ca):
+    mark = tls_origin.mark()
+    response = requests.get(f"{tls_origin.url}/headers", proxies=master.proxies,
+                            verify=str(lab_ca.ca_file), timeout=10)
+    assert response.status_code == 200
+    (seen,) = tls_origin.since(mark)
+    assert seen.client in master.sources.values()
+
+
+def test_connect_reply_names_the_instance(master, tls_origin):
+    with socket.create_connection(("127.0.0.1", master.port), timeout=5) as sock:
+        sock.sendall(f"CONNECT {tls_origin.netloc} HTTP/1.1\r\nHost: {tls_origin.netloc}\r\n"
+                     "x-cache-proxyname: p3\r\n\r\n".encode())
+        reply = sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert b"x-cache-proxyname: p3" in reply
+
+
+def test_no_alive_instance_is_503_no_instance_with_retry_after(start_master, origin):
+    master = start_master(endpoints=[], wait_for_instance=0.2)
+    response = requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
+    assert response.status_code == 503
+    assert response.headers["x-scrapoxy-error"] == "no_instance"
+    assert "Retry-After" in response.headers
+    assert response.json()["error"] == "no_instance"
+
+
+def test_request_waits_for_an_instance_that_comes_alive(start_master, origin, reactor_thread,
+                                                         instance_endpoints):
+    master = start_master(endpoints=[], wait_for_instance=10.0)
+    endpoints, _ = instance_endpoints
+    reactor_thread.reactor.callFromThread(
+        reactor_thread.reactor.callLater, 0.3, master.pool.publish, endpoints[:1])
+    response = requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["x-cache-proxyname"] == "p1"
+
+
+def test_closed_instance_port_is_502_upstream_naming_the_instance(start_master, origin):
+    dead = Endpoint("px", Address("127.0.0.1", free_port()))
+    master = start_master(endpoints=[dead])
+    response = requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
+    assert response.status_code == 502
+    assert response.headers["x-scrapoxy-error"] == "upstream"
+    assert response.headers["x-cache-proxyname"] == "px"
+    assert "px" in response.json()["message"]
+
+
+def test_malformed_request_is_400_and_the_master_serves_the_next(master, origin):
+    raw = raw_exchange(master.port, f"GET {origin.url}/ HTTP/1.1\r\nAccept : */*\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 400")
+    assert b"x-scrapoxy-error: bad_request" in raw
+    assert requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10).status_code == 200
+
+
+def test_bad_location_is_400_without_upstream_traffic(master, origin):
+    mark = origin.mark()
+    for location in ("ftp://x/", "junk"):
+        response = requests.get(f"{origin.url}/headers", proxies=master.proxies,
+                                headers={"Location": location}, timeout=10)
+        assert response.status_code == 400
+        assert response.headers["x-scrapoxy-error"] == "bad_request"
+    assert origin.since(mark) == []
+
+
+def test_post_body_is_relayed_byte_for_byte(master, origin):
+    body = bytes(range(256)) * 1000
+    response = requests.post(f"{origin.url}/headers", data=body, proxies=master.proxies, timeout=10)
+    echoed = json.loads(response.content)
+    assert echoed["body_length"] == len(body)
+
+
+def test_scraper_auth_407_without_credentials_and_200_with(start_master, origin):
+    master = start_master(auth=("u", "p:w"))
+    response = requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
+    assert response.status_code == 407
+    assert response.headers["Proxy-Authenticate"].startswith("Basic")
+    authed = {"http": f"http://u:p%3Aw@127.0.0.1:{master.port}"}
+    mark = origin.mark()
+    response = requests.get(f"{origin.url}/headers", proxies=authed, timeout=10)
+    assert response.status_code == 200
+    assert origin.since(mark)[0].header("proxy-authorization") is None
+
+
+def test_stats_count_requests_per_instance(master, origin):
+    for _ in range(3):
+        requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
+    assert master.stats.total.requests == 3
+    assert sum(c.requests for c in master.stats.per_instance.values()) == 3
