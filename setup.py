@@ -40,6 +40,10 @@ setup(
             "requests-mock>=1.11",
             "moto[ec2]>=5.0",
             "treq>=23.1",
+            # GUI tests drive Debian's chromium (never a downloaded browser).
+            "playwright>=1.40",
+            # The original Scrapoxy's Python client, for the compatibility test.
+            "scrapoxy==1.11",
         ],
     },
     entry_points={

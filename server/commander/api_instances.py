@@ -24,7 +24,7 @@ def instances_blueprint(commander: Commander) -> Blueprint:
 
     @api.get("/instances")
     def list_instances() -> Response:
-        instances = commander.call(commander.control.list_instances)
+        instances = commander.call(commander.ready_control().list_instances)
         return jsonify(list(instances))
 
     @api.post("/instances/stop")
@@ -36,7 +36,7 @@ def instances_blueprint(commander: Commander) -> Blueprint:
         if len(name) > MAX_NAME_LENGTH:
             raise bad_request("name", f"name must be at most {MAX_NAME_LENGTH} characters")
         try:
-            alive = commander.call(commander.control.stop_instance, name)
+            alive = commander.call(commander.ready_control().stop_instance, name)
         except KeyError:
             raise ApiError(404, "not_found", f"no instance named {_shown(name)!r}") from None
         return jsonify({"alive": alive})

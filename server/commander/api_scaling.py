@@ -66,14 +66,14 @@ def scaling_blueprint(commander: Commander) -> Blueprint:
 
     @api.get("/scaling")
     def get_scaling() -> Response:
-        scaling = commander.call(commander.control.get_scaling)
+        scaling = commander.call(commander.ready_control().get_scaling)
         return jsonify(scaling.as_dict())
 
     @api.patch("/scaling")
     def patch_scaling() -> Response:
         changes = check_scaling_changes(read_json_object(field="body"))
         try:
-            updated = commander.call(apply_scaling, commander.control, changes)
+            updated = commander.call(apply_scaling, commander.ready_control(), changes)
         except ConfigError as error:
             raise bad_request(blamed_field(error, changes), error.message) from None
         if updated is None:

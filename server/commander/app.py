@@ -5,15 +5,22 @@ Twisted's WSGI thread pool, so every call into ``control`` (and the config and s
 goes through ``call_in_reactor``: ``blockingCallFromThread`` in production (see
 ``wsgi.reactor_caller``), a direct call in tests.
 
-Auth covers everything under ``/api`` (the GUI's data included); ``/``, ``/static/...``,
-``/ip`` and ``/healthz`` are open. An unauthenticated request to ``/api`` gets 401 before
-routing, so it learns nothing, not even which paths exist.
+Auth covers everything under ``/api`` (the GUI's data included) and ``/metrics``; ``/``,
+``/static/...``, ``/ip`` and ``/healthz`` are open. An unauthenticated request to ``/api``
+gets 401 before routing, so it learns nothing, not even which paths exist.
+
+``GET /api/events`` (Server-Sent Events) is not a Flask view: a stream would hold a WSGI
+thread for its whole life. ``wsgi.make_site`` mounts ``sse.EventStreamResource`` beside the
+app when it was built with a ``live`` feed; ``app.extensions["scrapoxy"]`` carries what it
+needs (the feed and the same auth check).
 """
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
 from typing import Any
+
+from functools import partial
 
 from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
@@ -25,7 +32,9 @@ from .auth import is_authorized
 from .context import CallInReactor, Commander, Control
 from .echo import echo_blueprint
 from .errors import error_response, is_api_request, register_error_handlers
+from .events import LiveFeed
 from .gui import gui_blueprint
+from .metrics import CONTENT_TYPE, gather, metrics_registry, render
 
 REALM = "scrapoxy"
 # API bodies are a few fields; anything bigger is a mistake or an attack.
@@ -61,24 +70,42 @@ def _unauthorized(message: str) -> Response:
     return response
 
 
+def _is_protected() -> bool:
+    return is_api_request() or request.path == "/metrics"
+
+
 def create_app(
     *,
-    control: Control,
+    control: Control | None,
     call_in_reactor: CallInReactor,
     username: str,
     password: str,
     config_view: Callable[[], dict] | None = None,
-    stats_view: Callable[[], dict] | None = None,
+    stats_view: Callable[..., dict] | None = None,
+    config_update: Callable[[dict], dict] | None = None,
+    live: LiveFeed | None = None,
 ) -> Flask:
     """Build the commander app.
 
     ``password`` must not be empty: the composition root generates one when the config has
     none, and an empty one here would mean an open API by accident.
+
+    ``control`` may be None at first; ``app.set_control(manager)`` hands it over later
+    (until then the API answers 503). ``config_update(patch)`` runs on the reactor, raises
+    ``ConfigError`` naming the key path, returns the new redacted config. ``stats_view``
+    defaults to the live feed's samples (``since`` as an optional argument). ``live``
+    (the event ring and the stats sampler) enables ``/api/events``.
     """
     if not password:
         raise ValueError("the commander needs a non-empty password")
+    if stats_view is None and live is not None:
+        stats_view = live.stats_view
     commander = Commander(control=control, call_in_reactor=call_in_reactor,
-                          config_view=config_view, stats_view=stats_view)
+                          config_view=config_view, stats_view=stats_view,
+                          config_update=config_update, live=live)
+    authorize = partial(is_authorized, username=username, password=password)
+    stats = live.stats if live is not None else None
+    registry = metrics_registry(lambda: commander.call(gather, stats, commander.control))
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.json = _JSONProvider(app)
@@ -86,12 +113,12 @@ def create_app(
 
     @app.before_request
     def _require_auth() -> Response | None:
-        if not is_api_request():
+        if not _is_protected():
             return None
         header = request.headers.get("Authorization")
         if header is None:
             return _unauthorized("authentication required (HTTP Basic)")
-        if not is_authorized(header, username=username, password=password):
+        if not authorize(header):
             # Never say which part was wrong, never echo what was sent.
             return _unauthorized("wrong credentials")
         return None
@@ -104,6 +131,17 @@ def create_app(
             # API answers are live state, and may be behind auth: no shared caches.
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(render(registry), mimetype=None,
+                        headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+
+    def set_control(new_control: Control) -> None:
+        commander.control = new_control
+
+    app.set_control = set_control  # type: ignore[attr-defined]
+    app.extensions["scrapoxy"] = {"live": live, "authorize": authorize, "commander": commander}
 
     register_error_handlers(app)
     app.register_blueprint(instances_blueprint(commander), url_prefix="/api")

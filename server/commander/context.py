@@ -7,9 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scrapoxy_server.models import Scaling
+
+from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .events import LiveFeed
 
 
 class Control(Protocol):
@@ -28,13 +33,25 @@ class Control(Protocol):
 CallInReactor = Callable[..., Any]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Commander:
-    control: Control
+    """``control`` may arrive after the app is built (the composition root needs the
+    commander's port before it can build the manager): ``app.set_control`` sets it once."""
+
+    control: Control | None
     call_in_reactor: CallInReactor
     config_view: Callable[[], dict] | None = None
-    stats_view: Callable[[], dict] | None = None
+    stats_view: Callable[..., dict] | None = None
+    config_update: Callable[[dict], dict] | None = None
+    live: LiveFeed | None = None
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the reactor thread: views live in the WSGI thread pool."""
         return self.call_in_reactor(fn, *args)
+
+    def ready_control(self) -> Control:
+        """The manager facade, or a JSON 503 while the server is still starting."""
+        control = self.control
+        if control is None:
+            raise ApiError(503, "starting", "the server is still starting, try again shortly")
+        return control

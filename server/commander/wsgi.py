@@ -1,9 +1,13 @@
-"""Serving the commander from Twisted: the WSGI container and the reactor bridge.
+"""Serving the commander from Twisted: the WSGI container, the event stream, the reactor bridge.
 
 Flask views run in ``threadpool`` (never on the reactor); they reach the manager through
 ``reactor_caller(reactor)``, which hands each call to the reactor thread and waits for it
 (Deferreds included). The caller owns the thread pool: start it before listening, and stop
 it at shutdown (``reactor.addSystemEventTrigger("during", "shutdown", threadpool.stop)``).
+
+``GET /api/events`` is served by ``sse.EventStreamResource`` on the reactor itself (a
+stream would otherwise hold a pool thread as long as a browser tab stays open):
+``CommanderRoot`` routes that one path to it and everything else to the WSGI app.
 """
 from __future__ import annotations
 
@@ -13,13 +17,49 @@ from typing import Any
 from flask import Flask
 from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
-from twisted.web.server import Site
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
 from twisted.web.wsgi import WSGIResource
 
+from .sse import EventStreamResource
 
-def make_site(app: Flask, *, reactor: Any, threadpool: ThreadPool) -> Site:
-    """A ``Site`` serving ``app`` at the root, its views running in ``threadpool``."""
-    resource = WSGIResource(reactor, threadpool, app)
+EVENTS_PATH = b"/api/events"
+
+
+class CommanderRoot(Resource):
+    """``/api/events`` to the stream resource, every other path to the WSGI app."""
+
+    def __init__(self, *, wsgi: WSGIResource, events: EventStreamResource) -> None:
+        super().__init__()
+        self.wsgi = wsgi
+        self.events = events
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        # request.path is the whole path, without the query: match it exactly, so that
+        # /api/events/x or /api//events go to Flask (and get its JSON 404).
+        if request.path == EVENTS_PATH:
+            return self.events
+        # The WSGI app must see the whole path (SCRIPT_NAME empty, PATH_INFO complete), as
+        # when it is the Site's root: put the segment Twisted consumed back. It is a leaf,
+        # so traversal stops there.
+        request.postpath.insert(0, request.prepath.pop())
+        return self.wsgi
+
+    def render(self, request: Request) -> bytes:
+        return self.wsgi.render(request)
+
+
+def make_site(app: Flask, *, reactor: Any, threadpool: ThreadPool,
+              heartbeat: float = 15.0) -> Site:
+    """A ``Site`` serving ``app`` at the root, its views running in ``threadpool``; plus
+    ``/api/events`` when the app was built with a live feed."""
+    resource: Resource = WSGIResource(reactor, threadpool, app)
+    extension = app.extensions.get("scrapoxy") or {}
+    live = extension.get("live")
+    if live is not None:
+        events = EventStreamResource(feed=live, authorize=extension["authorize"],
+                                     clock=reactor, heartbeat=heartbeat)
+        resource = CommanderRoot(wsgi=resource, events=events)
     site = Site(resource)
     # Flask answers its own errors; Twisted must never put a traceback in a response.
     site.displayTracebacks = False

@@ -14,6 +14,15 @@ class FakeControl:
         self.scaling = scaling
         self.stopped: list[str] = []
         self.scaling_updates: list[dict] = []
+        self._listeners: list = []
+
+    def on_change(self, listener) -> None:
+        """Like ``Manager.on_change``: ``listener("instances" | "scaling")`` after a change."""
+        self._listeners.append(listener)
+
+    def notify(self, kind: str) -> None:
+        for listener in list(self._listeners):
+            listener(kind)
 
     def list_instances(self) -> list[dict]:
         return list(self.instances.values())
@@ -29,6 +38,7 @@ class FakeControl:
             return None
         self.scaling_updates.append(dict(changes))
         self.scaling = updated
+        self.notify("scaling")
         return updated
 
     def stop_instance(self, name: str) -> int:
@@ -36,6 +46,7 @@ class FakeControl:
             raise KeyError(name)
         del self.instances[name]
         self.stopped.append(name)
+        self.notify("instances")
         return sum(1 for i in self.instances.values() if i["alive"])
 
 

@@ -7,10 +7,8 @@
 
 (function () {
   const TOKEN_KEY = "scrapoxy.auth";
-  const POLL_MS = 2000;
 
   const $ = (id) => document.getElementById(id);
-  let pollTimer = null;
   let scalingDirty = false;   // the user is editing: polling must not overwrite the inputs
   let scaling = null;         // last {min, required, max} from the server
 
@@ -76,7 +74,8 @@
 
   function logout(message) {
     sessionStorage.removeItem(TOKEN_KEY);
-    stopPolling();
+    stopStream();
+    lastEventId = null;
     showLogin(message);
   }
 
@@ -95,48 +94,242 @@
     start();
   }
 
-  // --- polling ------------------------------------------------------------------------
+  // --- live: the event stream ---------------------------------------------------------
+  //
+  // EventSource cannot send an Authorization header, so the stream is read with fetch():
+  // the same SSE format, the same Last-Event-ID on reconnect (the server then sends what
+  // was missed, or the whole current state when that is too old).
+
+  let streamAbort = null;
+  let lastEventId = null;
+  let retryMs = 2000;
+  let reconnectTimer = null;
 
   function start() {
     showDashboard();
     scalingDirty = false;
-    stopPolling();
-    poll();
+    stopStream();
+    loadHistory();
+    openStream();
   }
 
-  function stopPolling() {
-    if (pollTimer !== null) clearTimeout(pollTimer);
-    pollTimer = null;
+  function stopStream() {
+    if (reconnectTimer !== null) clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    if (streamAbort) streamAbort.abort();
+    streamAbort = null;
   }
 
-  async function poll() {
-    // setTimeout after each round (not setInterval) so slow answers never pile up.
+  async function openStream() {
     if (!token()) return;
-    if (!document.hidden) await refresh();
-    if (token()) pollTimer = setTimeout(poll, POLL_MS);
+    const controller = new AbortController();
+    streamAbort = controller;
+    const headers = {
+      "Authorization": "Basic " + token(),
+      "X-Requested-With": "XMLHttpRequest",
+      "Accept": "text/event-stream",
+    };
+    if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+    try {
+      const response = await fetch("/api/events", { headers, cache: "no-store", signal: controller.signal });
+      if (response.status === 401) { logout("Your session is no longer valid: sign in again."); return; }
+      if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
+      setConnection(true);
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          handleBlock(block);
+        }
+      }
+      throw new Error("the stream ended");
+    } catch (e) {
+      if (controller.signal.aborted) return;
+      setConnection(false, e.message);
+      reconnectTimer = setTimeout(openStream, retryMs);
+    }
   }
 
-  async function refresh() {
-    try {
-      const [instances, current] = await Promise.all([
-        api("GET", "/api/instances"),
-        api("GET", "/api/scaling"),
-      ]);
-      scaling = current;
-      renderScaling();
-      renderInstances(instances);
-      setConnection(true);
-      $("updated").textContent = "Updated " + new Date().toLocaleTimeString();
-    } catch (e) {
-      if (e.status !== 401) setConnection(false, e.message);
+  function handleBlock(block) {
+    let id = null, kind = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line === "" || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "id") id = value;
+      else if (field === "event") kind = value;
+      else if (field === "data") data.push(value);
+      else if (field === "retry" && /^\d+$/.test(value)) retryMs = Number(value);
     }
+    if (id !== null) lastEventId = id;
+    if (!data.length) return;
+    let payload;
+    try { payload = JSON.parse(data.join("\n")); } catch (e) { return; }
+    if (kind === "instances") renderInstances(payload);
+    else if (kind === "scaling") { scaling = payload; renderScaling(); }
+    else if (kind === "config") renderConfig(payload);
+    else if (kind === "stats") addSample(payload);
+    $("updated").textContent = "Live · last update " + new Date().toLocaleTimeString();
   }
 
   function setConnection(ok, message) {
     const el = $("connection");
     el.className = "connection " + (ok ? "ok" : "bad");
-    el.textContent = ok ? "Connected" : "Disconnected";
+    el.textContent = ok ? "Live" : "Reconnecting…";
     el.title = message || "";
+  }
+
+  // --- stats and charts -----------------------------------------------------------------
+
+  const SPAN = 300;            // seconds the charts show
+  const samples = [];          // kept oldest first, at most SPAN + a few
+  let totals = null;           // cumulative counters from GET /api/stats
+  let charts = null;
+
+  function formatCount(v) {
+    if (v >= 1e6) return (v / 1e6).toFixed(1) + "M";
+    if (v >= 1e3) return (v / 1e3).toFixed(v >= 1e4 ? 0 : 1) + "k";
+    return Number.isInteger(v) ? String(v) : v.toFixed(1);
+  }
+
+  function formatBytes(v) {
+    const units = ["B", "kB", "MB", "GB"];
+    let i = 0;
+    while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+    return (i === 0 ? Math.round(v) : v.toFixed(v >= 10 ? 0 : 1)) + " " + units[i];
+  }
+
+  function formatSeconds(v) {
+    if (v === null || v === undefined) return "–";
+    if (v < 1) return Math.round(v * 1000) + " ms";
+    return v.toFixed(v >= 10 ? 0 : 2) + " s";
+  }
+
+  function makeCharts() {
+    const { LineChart } = window.ScrapoxyCharts;
+    return {
+      rps: new LineChart($("chart-rps"), { span: SPAN, format: formatCount, minTop: 5,
+        series: [{ label: "req/s", color: "#2f6fde" }] }),
+      bytes: new LineChart($("chart-bytes"), { span: SPAN, format: formatBytes, minTop: 1000,
+        series: [{ label: "in", color: "#1f9d55" }, { label: "out", color: "#8e5bd8" }] }),
+      errors: new LineChart($("chart-errors"), { span: SPAN, format: formatCount, minTop: 4,
+        series: [{ label: "errors/s", color: "#d0453a" }] }),
+      latency: new LineChart($("chart-latency"), { span: SPAN, format: formatSeconds, minTop: 0.02,
+        series: [{ label: "p50", color: "#2f6fde" }, { label: "p90", color: "#c98a00" },
+                 { label: "p99", color: "#d0453a" }] }),
+    };
+  }
+
+  async function loadHistory() {
+    try {
+      const view = await api("GET", "/api/stats");
+      totals = view.totals;
+      samples.length = 0;
+      for (const sample of view.samples.slice(-SPAN)) samples.push(sample);
+      renderStats();
+    } catch (e) { /* the stream brings samples anyway */ }
+  }
+
+  function addSample(sample) {
+    if (samples.length && sample.t <= samples[samples.length - 1].t) return;
+    samples.push(sample);
+    while (samples.length > SPAN + 5) samples.shift();
+    if (totals) {
+      const g = totals.global, s = sample.global;
+      g.requests += s.requests;
+      for (const [kind, n] of Object.entries(s.errors)) g.errors[kind] = (g.errors[kind] || 0) + n;
+    }
+    for (const [name, counts] of Object.entries(sample.instances || {})) {
+      const td = document.querySelector('td.requests[data-name="' + CSS.escape(name) + '"]');
+      if (td) td.textContent = String(counts.requests_total);
+    }
+    renderStats();
+  }
+
+  function sumErrors(errors) {
+    return Object.values(errors || {}).reduce((a, b) => a + b, 0);
+  }
+
+  function renderStats() {
+    if (!charts) charts = makeCharts();
+    const times = samples.map((s) => s.t);
+    // Per second, whatever the server's sampling interval.
+    const per = (f) => samples.map((s) => f(s.global) / (s.interval || 1));
+    const g = (f) => samples.map((s) => f(s.global));
+    charts.rps.draw(times, [g((s) => s.rps)]);
+    charts.bytes.draw(times, [per((s) => s.bytes_in), per((s) => s.bytes_out)]);
+    charts.errors.draw(times, [per((s) => sumErrors(s.errors))]);
+    charts.latency.draw(times, [g((s) => s.latency.p50), g((s) => s.latency.p90), g((s) => s.latency.p99)]);
+    const last = samples.length ? samples[samples.length - 1].global : null;
+    $("tile-rps").textContent = last ? formatCount(last.rps) : "–";
+    $("tile-latency").textContent = last && last.latency.p50 !== null
+      ? formatSeconds(last.latency.p50) + " / " + formatSeconds(last.latency.p99) : "–";
+    if (totals) {
+      $("tile-requests").textContent = formatCount(totals.global.requests);
+      const errors = totals.global.errors || {};
+      const n = sumErrors(errors);
+      const tile = $("tile-errors");
+      tile.textContent = formatCount(n);
+      tile.title = Object.entries(errors).map(([k, v]) => k + ": " + v).join("\n");
+    }
+  }
+
+  // --- config -------------------------------------------------------------------------
+
+  const SECRET_KEYS = ["password", "instance_password", "secret_access_key", "access_key_id"];
+
+  function configNode(key, value) {
+    // A nested list built with textContent: config values come from a file and are data.
+    if (value !== null && typeof value === "object") {
+      const wrap = document.createElement("div");
+      wrap.className = "config-group";
+      if (key !== null) {
+        const title = document.createElement("div");
+        title.className = "config-key group";
+        title.textContent = key;
+        wrap.appendChild(title);
+      }
+      const entries = Array.isArray(value) ? value.map((v, i) => ["[" + i + "]", v]) : Object.entries(value);
+      if (!entries.length) {
+        const empty = document.createElement("div");
+        empty.className = "config-row";
+        empty.appendChild(configValue(Array.isArray(value) ? "[]" : "{}", "muted"));
+        wrap.appendChild(empty);
+      }
+      for (const [k, v] of entries) wrap.appendChild(configNode(k, v));
+      return wrap;
+    }
+    const row = document.createElement("div");
+    row.className = "config-row";
+    const name = document.createElement("span");
+    name.className = "config-key";
+    name.textContent = key;
+    row.appendChild(name);
+    if (SECRET_KEYS.includes(key) && value !== null) row.appendChild(configValue("••••••", "secret"));
+    else row.appendChild(configValue(value === null ? "not set" : JSON.stringify(value),
+                                     value === null ? "muted" : ""));
+    return row;
+  }
+
+  function configValue(text, className) {
+    const span = document.createElement("span");
+    span.className = "config-value mono " + (className || "");
+    span.textContent = text;
+    return span;
+  }
+
+  function renderConfig(config) {
+    $("config-body").replaceChildren(configNode(null, config));
   }
 
   // --- scaling ------------------------------------------------------------------------
@@ -144,7 +337,13 @@
   const FIELDS = ["min", "required", "max"];
 
   function renderScaling() {
-    if (scalingDirty || !scaling) return;
+    if (!scaling) return;
+    const state = $("pool-state");
+    const awake = scaling.required > scaling.min;
+    state.textContent = awake ? "awake" : "asleep";
+    state.className = "pill " + (awake ? "started" : "stopped");
+    state.title = "required " + scaling.required + " (min " + scaling.min + ", max " + scaling.max + ")";
+    if (scalingDirty) return;
     FIELDS.forEach((f) => { $("scaling-" + f).value = scaling[f]; });
   }
 
@@ -195,7 +394,7 @@
   // --- instances ----------------------------------------------------------------------
 
   function formatAge(startedAt) {
-    if (typeof startedAt !== "number") return "";
+    if (typeof startedAt !== "number" || !Number.isFinite(startedAt)) return "";
     let s = Math.max(0, Math.floor(Date.now() / 1000 - startedAt));
     const d = Math.floor(s / 86400); s -= d * 86400;
     const h = Math.floor(s / 3600); s -= h * 3600;
@@ -232,9 +431,16 @@
     alive.appendChild(dot);
     tr.appendChild(alive);
 
+    if (instance.error) pill.title = instance.error;
+    if (instance.retiring) pill.textContent += " · retiring";
+
     tr.appendChild(cell(instance.fingerprint, "mono"));
-    tr.appendChild(cell(formatAge(instance.started_at)));
-    tr.appendChild(cell(instance.requests, "num"));
+    const age = cell(formatAge(instance.started_at), "age");
+    age.dataset.startedAt = String(instance.started_at);
+    tr.appendChild(age);
+    const requests = cell(instance.requests, "num requests");
+    requests.dataset.name = instance.name;
+    tr.appendChild(requests);
 
     const actions = document.createElement("td");
     const stop = document.createElement("button");
@@ -245,6 +451,7 @@
     stop.addEventListener("click", () => stopInstance(instance.name, stop));
     actions.appendChild(stop);
     tr.appendChild(actions);
+    tr.dataset.name = instance.name;
     return tr;
   }
 
@@ -261,6 +468,7 @@
     body.replaceChildren(...rows);
     const alive = instances.filter((i) => i.alive).length;
     $("instances-summary").textContent = alive + " alive of " + instances.length;
+    $("tile-alive").textContent = alive + " / " + instances.length;
   }
 
   async function stopInstance(name, button) {
@@ -269,15 +477,13 @@
     try {
       const answer = await api("POST", "/api/instances/stop", { name });
       message.className = "message ok";
-      message.textContent = "Stopped " + name + "; " + answer.alive + " alive.";
+      message.textContent = "Stopped " + name + "; " + answer.alive + " alive. A replacement starts shortly.";
     } catch (e) {
       if (e.status === 401) return;
       message.className = "message error";
       message.textContent = e.message;
       button.disabled = false;
-      return;
     }
-    refresh();
   }
 
   // --- wiring -------------------------------------------------------------------------
@@ -289,6 +495,13 @@
     $("scaling-form").addEventListener("input", () => { scalingDirty = true; });
     $("wake").addEventListener("click", wake);
     $("sleep").addEventListener("click", sleep);
+    // Ages move every second without asking the server.
+    setInterval(() => {
+      document.querySelectorAll("td.age").forEach((td) => {
+        td.textContent = formatAge(Number(td.dataset.startedAt));
+      });
+    }, 1000);
+    window.addEventListener("resize", () => { if (charts) renderStats(); });
     if (token()) start(); else showLogin("");
   });
 })();
