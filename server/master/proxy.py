@@ -48,6 +48,8 @@ class MasterSettings:
 class MasterFactory(Factory):
     """Everything the per-connection protocols share."""
 
+    noisy = False
+
     def __init__(self, *, reactor: Any, pool: InstancePool, stats: StatsSink,
                  settings: MasterSettings, auth: ScraperAuth | None, tls: TlsCreators) -> None:
         self.reactor = reactor
@@ -467,7 +469,9 @@ class Exchange:
         if not self.response_started:
             if self._retry_stale(reason):
                 return
-            self.f.pool.report_failure(self.endpoint.name)
+            if not self.target.tls:
+                # A healthy instance answers (e.g. 502) when the target fails; silence is its own.
+                self.f.pool.report_failure(self.endpoint.name)
             message = f"instance {self.endpoint.name} failed: {_describe(reason)}"
             self.respond_error(HttpError(message, status=502, code="upstream"))
             return
@@ -491,7 +495,8 @@ class Exchange:
         self.pending = None
         if self.finished:
             return
-        self.f.pool.report_failure(self.endpoint.name)
+        if failure.instance_fault:
+            self.f.pool.report_failure(self.endpoint.name)
         status = 504 if failure.code == "timeout" else 502
         self.respond_error(HttpError(f"instance {self.endpoint.name}: {failure.message}",
                                      status=status, code=failure.code))
@@ -589,7 +594,9 @@ class Exchange:
         self._record(self.response_status or 502, "upstream")
         self.client.exchange = None
         self.client.closing = True
-        self.client.transport.abortConnection()
+        # Flush what was relayed, then close: the client sees a short body and nothing else.
+        self.client.transport.unregisterProducer()
+        self.client.transport.loseConnection()
 
     def client_lost(self) -> None:
         if self.finished:
@@ -709,7 +716,8 @@ class TunnelRelay:
 
     def failed(self, failure: UpstreamFailure) -> None:
         self.pending = None
-        self.f.pool.report_failure(self.endpoint.name)
+        if failure.instance_fault:
+            self.f.pool.report_failure(self.endpoint.name)
         status = 504 if failure.code == "timeout" else 502
         self.fail(HttpError(f"instance {self.endpoint.name}: {failure.message}",
                             status=status, code=failure.code))

@@ -29,10 +29,13 @@ MAX_IDLE_PER_KEY = 32
 class UpstreamFailure(Exception):
     """The instance (or the target through it) could not be reached or used."""
 
-    def __init__(self, message: str, *, code: str = "upstream"):
+    def __init__(self, message: str, *, code: str = "upstream", instance_fault: bool = False):
         super().__init__(message)
         self.message = message
         self.code = code  # "upstream" (502) or "timeout" (504)
+        # True when the instance itself misbehaved (refused, closed, spoke garbage), as opposed
+        # to relaying a target's failure: only those count toward marking it dead.
+        self.instance_fault = instance_fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,14 +117,16 @@ class UpstreamConnection(Protocol):
         end = self._handshake.find(b"\r\n\r\n")
         if end < 0:
             if len(self._handshake) > 16384:
-                self._fail(UpstreamFailure("instance sent an oversized CONNECT reply"))
+                self._fail(UpstreamFailure("instance sent an oversized CONNECT reply",
+                                           instance_fault=True))
             return
         head, leftover = self._handshake[:end], self._handshake[end + 4:]
         self._handshake = b""
         try:
             status = parse_response_head(head).status
         except HttpError as exc:
-            self._fail(UpstreamFailure(f"instance answered CONNECT with garbage: {exc.message}"))
+            self._fail(UpstreamFailure(f"instance answered CONNECT with garbage: {exc.message}",
+                                       instance_fault=True))
             return
         if status != 200:
             code = "timeout" if status == 504 else "upstream"
@@ -146,7 +151,7 @@ class UpstreamConnection(Protocol):
         pending, self.pending = self.pending, None
         if pending is not None:
             pending.fail(UpstreamFailure(f"instance closed the connection during CONNECT: "
-                                         f"{_describe(reason)}"))
+                                         f"{_describe(reason)}", instance_fault=True))
             return
         handler, self.handler = self.handler, None
         if handler is not None:
@@ -197,6 +202,7 @@ class PendingConnection:
 
 
 class _Factory(ClientFactory):
+    noisy = False  # one per upstream connection: no log line each
     def __init__(self, pending: PendingConnection, build: Callable[[], UpstreamConnection]):
         self.pending = pending
         self.build = build
@@ -209,9 +215,11 @@ class _Factory(ClientFactory):
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         if reason.check(neterror.TimeoutError):
-            self.pending.fail(UpstreamFailure("timed out connecting to the instance", code="timeout"))
+            self.pending.fail(UpstreamFailure("timed out connecting to the instance",
+                                              code="timeout", instance_fault=True))
         else:
-            self.pending.fail(UpstreamFailure(f"cannot connect to the instance: {_describe(reason)}"))
+            self.pending.fail(UpstreamFailure(f"cannot connect to the instance: {_describe(reason)}",
+                                              instance_fault=True))
 
 
 class UpstreamPool:
@@ -256,8 +264,10 @@ class UpstreamPool:
 
     def _timed_out(self, pending: PendingConnection) -> None:
         pending.timer = None
-        failure = UpstreamFailure("timed out connecting through the instance", code="timeout")
         protocol = pending.protocol
+        # Before TCP is up the instance is unreachable; after, it may be waiting on the target.
+        failure = UpstreamFailure("timed out connecting through the instance", code="timeout",
+                                  instance_fault=protocol is None)
         pending.fail(failure)
         if protocol is not None and protocol.transport is not None:
             protocol.pending = None

@@ -15,6 +15,7 @@ from scrapoxy_server.models import Address, Endpoint
 from scrapoxy_server.pool import InstancePool
 from scrapoxy_server.stats import Stats
 from tests.lab.fixtures import *  # noqa: F401,F403
+from tests.lab.instances import ProxyStartError, start_squid, start_tinyproxy
 
 INSTANCE_SOURCES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 
@@ -26,6 +27,7 @@ class Master:
     stats: Stats
     instances: dict[str, Endpoint]
     sources: dict[str, str]
+    kind: str = "scrapoxy"
 
     @property
     def url(self) -> str:
@@ -36,7 +38,7 @@ class Master:
         return {"http": self.url, "https": self.url}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def instance_endpoints(reactor_thread: Any) -> Iterator[tuple[list[Endpoint], dict[str, str]]]:
     """Three in-process scrapoxy-instances p1..p3 with distinct egress addresses."""
     ports = []
@@ -52,6 +54,60 @@ def instance_endpoints(reactor_thread: Any) -> Iterator[tuple[list[Endpoint], di
     yield endpoints, sources
     for port in ports:
         reactor_thread.call(port.stopListening)
+
+
+STOCK_SOURCES = {"tinyproxy": ("127.0.0.21", "127.0.0.22", "127.0.0.23"),
+                 "squid": ("127.0.0.31", "127.0.0.32", "127.0.0.33")}
+INSTANCE_KINDS = ("scrapoxy", "tinyproxy", "squid")
+
+
+@pytest.fixture(scope="session")
+def stock_endpoints() -> Iterator[Callable[[str], tuple[list[Endpoint], dict[str, str]]]]:
+    """Three stock tinyproxy or squid processes as instances p1..p3, started once per kind."""
+    started: dict[str, tuple[list[Endpoint], dict[str, str]]] = {}
+    processes = []
+
+    def get(kind: str) -> tuple[list[Endpoint], dict[str, str]]:
+        if kind not in started:
+            starter = {"tinyproxy": start_tinyproxy, "squid": start_squid}[kind]
+            endpoints, sources = [], {}
+            for i, source in enumerate(STOCK_SOURCES[kind], start=1):
+                try:
+                    proxy = starter(source=source)
+                except ProxyStartError as exc:
+                    if "not installed" in str(exc):
+                        pytest.skip(str(exc))
+                    raise
+                processes.append(proxy)
+                endpoints.append(Endpoint(f"p{i}", Address(proxy.host, proxy.port)))
+                sources[f"p{i}"] = source
+            started[kind] = (endpoints, sources)
+        return started[kind]
+
+    yield get
+    for proxy in processes:
+        proxy.stop()
+
+
+@pytest.fixture(params=INSTANCE_KINDS)
+def make_kind_master(request: pytest.FixtureRequest, start_master: Callable[..., "Master"],
+                     instance_endpoints: Any, stock_endpoints: Any) -> Callable[..., "Master"]:
+    """Masters in front of three instances of one kind: scrapoxy-instance, tinyproxy, squid."""
+    kind = request.param
+    endpoints, sources = instance_endpoints if kind == "scrapoxy" else stock_endpoints(kind)
+
+    def make(**options: Any) -> "Master":
+        master = start_master(endpoints=endpoints, **options)
+        master.sources = sources
+        master.kind = kind
+        return master
+
+    return make
+
+
+@pytest.fixture
+def kind_master(make_kind_master: Callable[..., "Master"]) -> "Master":
+    return make_kind_master()
 
 
 @pytest.fixture
