@@ -17,6 +17,11 @@ resolved or retries are built: they all only ever see the https request. HttpPro
 after the rewrite and keeps the ``Proxy-Authorization`` this middleware sets for the master.
 Middlewares above 745 (DownloaderStats 850, HttpCache 900) see the rewritten ``http://`` request.
 
+CONNECT mode (``SCRAPOXY_HTTPS_MODE = "connect"``): https requests are left to Scrapy's normal
+CONNECT tunnel through the master (TLS end to end, the master sees no header). A session then
+rides in the proxy username as ``USER;session=TOKEN``, which pins the tunnel to one instance;
+``x-cache-proxyname`` is neither sent nor seen for https in this mode.
+
 Per-request ``request.meta`` keys:
 
 - ``scrapoxy_session``: any hashable key; opt-in stickiness. Requests of one session send
@@ -29,14 +34,17 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
 from scrapy.utils import httpobj
+
+from scrapoxy_scrapy.sessions import SESSION_KEY, SessionPins, session_token
+from scrapoxy_scrapy.settings import HTTPS_MODES
+from scrapoxy_scrapy.state import crawl_state
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -50,6 +58,8 @@ PROXYNAME_HEADER = b"x-cache-proxyname"
 # The original https URL of a request currently rewritten for "HTTPS by header"; present only
 # between this middleware's process_request and process_response/process_exception.
 _REWRITTEN_FROM = "_scrapoxy_https_url"
+# Set while the x-cache-proxyname header of a request is the one this middleware pinned.
+_PINNED = "_scrapoxy_pinned"
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,14 @@ class Master:
 
     url: str
     authorization: bytes | None = None
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    auth_encoding: str = "latin-1"
+
+    def session_authorization(self, token: str) -> bytes:
+        """``Proxy-Authorization`` for a CONNECT pinned to session ``token``."""
+        return basic_authorization(f"{self.username or ''};session={token}", self.password or "",
+                                   encoding=self.auth_encoding)
 
 
 def basic_authorization(username: str, password: str, *, encoding: str = "latin-1") -> bytes:
@@ -92,12 +110,12 @@ def parse_master(url: str, *, auth_encoding: str = "latin-1") -> Master:
     except ValueError as error:
         raise ValueError(f"SCRAPOXY_MASTER has a bad port: {url!r}") from error
     hostport = parts.netloc.rpartition("@")[2]
-    authorization = None
+    authorization = username = password = None
     if parts.username is not None:
-        authorization = basic_authorization(
-            unquote(parts.username), unquote(parts.password or ""), encoding=auth_encoding
-        )
-    return Master(url=urlunsplit((parts.scheme, hostport, "", "", "")), authorization=authorization)
+        username, password = unquote(parts.username), unquote(parts.password or "")
+        authorization = basic_authorization(username, password, encoding=auth_encoding)
+    return Master(url=urlunsplit((parts.scheme, hostport, "", "", "")), authorization=authorization,
+                  username=username, password=password, auth_encoding=auth_encoding)
 
 
 def https_by_header(url: str) -> tuple[str, str]:
@@ -130,22 +148,26 @@ def _retarget(request: Request, url: str) -> None:
 class ProxyMiddleware:
     """Send requests through the Scrapoxy master (see the module docstring for the details)."""
 
-    def __init__(self, master: str, *, auth_encoding: str = "latin-1") -> None:
+    def __init__(self, master: str, *, auth_encoding: str = "latin-1",
+                 https_mode: str = "location", sessions: SessionPins | None = None) -> None:
+        if https_mode not in HTTPS_MODES:
+            raise ValueError(f"https_mode must be one of {HTTPS_MODES}, got {https_mode!r}")
         self.master: Master = parse_master(master, auth_encoding=auth_encoding)
-        # Last instance name seen per scrapoxy_session key; grows with the number of sessions a
-        # spider opens, which is expected to be small (one per logged-in account, per cart...).
-        self.sessions: dict[Hashable, str] = {}
+        self.https_mode = https_mode
+        # Shared with BanMiddleware, which unpins sessions from a banned instance.
+        self.sessions = SessionPins() if sessions is None else sessions
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        settings = crawler.settings
-        master = settings.get("SCRAPOXY_MASTER")
-        if not master:
+        state = crawl_state(crawler)
+        if not state.settings.master:
             raise NotConfigured("SCRAPOXY_MASTER is not set")
-        if not settings.getbool("SCRAPOXY_ENABLED", True):
+        if not state.settings.enabled:
             raise NotConfigured("SCRAPOXY_ENABLED is False")
-        auth_encoding = settings.get("HTTPPROXY_AUTH_ENCODING")
-        return cls(master, auth_encoding="latin-1" if auth_encoding is None else auth_encoding)
+        auth_encoding = crawler.settings.get("HTTPPROXY_AUTH_ENCODING")
+        return cls(state.settings.master,
+                   auth_encoding="latin-1" if auth_encoding is None else auth_encoding,
+                   https_mode=state.settings.https_mode, sessions=state.sessions)
 
     def process_request(self, request: Request, spider: Any = None) -> None:
         # ``spider`` is optional: Scrapy 2.19 no longer passes it, older versions (>= 2.11) do.
@@ -162,11 +184,20 @@ class ProxyMiddleware:
         if self.master.authorization is not None:
             request.headers[b"Proxy-Authorization"] = self.master.authorization
 
-        session = request.meta.get("scrapoxy_session")
+        session = request.meta.get(SESSION_KEY)
+        if scheme == "https" and self.https_mode == "connect":
+            # A header would go through the tunnel to the target: the session rides in the
+            # CONNECT's proxy username instead (Scrapy sends Proxy-Authorization on CONNECT).
+            if session is not None:
+                request.headers[b"Proxy-Authorization"] = \
+                    self.master.session_authorization(session_token(session))
+            return None
+
         if session is not None:
             proxyname = self.sessions.get(session)
             if proxyname is not None:
                 request.headers[PROXYNAME_HEADER] = proxyname
+                request.meta[_PINNED] = True
 
         if scheme == "https":
             download_url, location = https_by_header(request.url)
@@ -186,9 +217,9 @@ class ProxyMiddleware:
         if proxyname_bytes:
             proxyname = proxyname_bytes.decode("latin-1")
             request.meta["scrapoxy_proxyname"] = proxyname
-            session = request.meta.get("scrapoxy_session")
+            session = request.meta.get(SESSION_KEY)
             if session is not None:
-                self.sessions[session] = proxyname
+                self.sessions.pin(session, proxyname)
         return response
 
     def process_exception(
@@ -200,7 +231,13 @@ class ProxyMiddleware:
 
     @staticmethod
     def _restore(request: Request) -> str | None:
-        """Undo the https rewrite of ``request`` if it has one; return the original URL."""
+        """Undo the https rewrite and the session pin of ``request``; return the original URL.
+
+        Redirect, Retry and BanMiddleware copy the request after this: the copy must not carry
+        a pin (a ban retry would go back to the banned instance) nor a stale ``Location``.
+        """
+        if request.meta.pop(_PINNED, False):
+            request.headers.pop(PROXYNAME_HEADER, None)
         original_url: Any = request.meta.pop(_REWRITTEN_FROM, None)
         if original_url is None:
             return None

@@ -1,0 +1,201 @@
+"""Ban handling: the policy's decisions, the retry, instance stops, session unpinning, stats."""
+from __future__ import annotations
+
+import pytest
+from scrapy import Request, Spider
+from scrapy.exceptions import NotConfigured
+from scrapy.http import HtmlResponse, Response
+from scrapy.utils.test import get_crawler
+from twisted.internet import defer
+
+from scrapoxy_scrapy import BanMiddleware, BanPolicy, DOWNLOADER_MIDDLEWARES
+from scrapoxy_scrapy.commander import CommanderHTTPError
+from scrapoxy_scrapy.policy import Ban, load_ban_policy
+from scrapoxy_scrapy.pool import PoolGate
+from scrapoxy_scrapy.sessions import SessionPins
+from tests.scrapy.chain import MASTER, Chain
+
+
+def answer(status: int = 200, body: bytes = b"<html>ok</html>", proxyname: str = "inst-1",
+           **headers: str):
+    def download(request: Request) -> Response:
+        return HtmlResponse(request.url, status=status, body=body, request=request,
+                            headers={"x-cache-proxyname": proxyname, **headers})
+    return download
+
+
+class FakeStats:
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    def inc_value(self, key: str, count: int = 1) -> None:
+        self.values[key] = self.values.get(key, 0) + count
+
+
+class FakeStopper:
+    """Records stop calls; each returns a Deferred the test fires."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.pending: list[defer.Deferred[int]] = []
+
+    def __call__(self, name: str) -> defer.Deferred[int]:
+        self.calls.append(name)
+        d: defer.Deferred[int] = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+def middleware(**kwargs) -> tuple[BanMiddleware, FakeStopper, FakeStats]:
+    stopper, stats = FakeStopper(), FakeStats()
+    options = {"policy": BanPolicy(), "retry_times": 2, "stop_instance": stopper,
+               "sessions": SessionPins(), "gate": PoolGate(alive_count=None, backoff_base_s=1,
+                                                           backoff_max_s=1, wait_timeout_s=1),
+               "stats": stats, **kwargs}
+    return BanMiddleware(**options), stopper, stats
+
+
+def response(status: int = 200, body: bytes = b"ok", proxyname: str | None = "inst-1",
+             **headers: str) -> HtmlResponse:
+    if proxyname:
+        headers["x-cache-proxyname"] = proxyname
+    return HtmlResponse("https://example.com/", status=status, body=body, headers=headers)
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_default_policy_bans_429_and_503(status):
+    assert BanPolicy().response_ban(Request("https://e.com/"), response(status)) == \
+        Ban(f"http_{status}")
+
+
+def test_master_503_no_instance_is_not_a_ban():
+    master_error = response(503, proxyname=None, **{"x-scrapoxy-error": "no_instance"})
+    assert BanPolicy().response_ban(Request("https://e.com/"), master_error) is None
+
+
+def test_success_is_not_a_ban():
+    assert BanPolicy().response_ban(Request("https://e.com/"), response(200)) is None
+
+
+def test_body_patterns_ban_by_name():
+    policy = BanPolicy(body_patterns={"captcha": r"(?i)are you a robot"})
+    assert policy.response_ban(Request("https://e.com/"),
+                               response(200, b"<p>Are you a ROBOT?</p>")) == Ban("body/captcha")
+
+
+def test_exceptions_ban_by_class_or_dotted_path():
+    policy = BanPolicy(exceptions=["builtins.ConnectionResetError", TimeoutError])
+    assert policy.exception_ban(Request("https://e.com/"), ConnectionResetError()) == \
+        Ban("exception/ConnectionResetError")
+    assert policy.exception_ban(Request("https://e.com/"), ValueError()) is None
+
+
+class OnlyTeapots:
+    def response_ban(self, request, response):
+        return Ban("teapot") if response.status == 418 else None
+
+    def exception_ban(self, request, exception):
+        return None
+
+
+def test_custom_policy_loads_by_dotted_path():
+    crawler = get_crawler(Spider, {})
+    policy = load_ban_policy("tests.scrapy.test_bans.OnlyTeapots", crawler)
+    assert isinstance(policy, OnlyTeapots)
+
+
+def test_policy_reads_settings():
+    crawler = get_crawler(Spider, {"SCRAPOXY_BAN_HTTP_CODES": [403],
+                                   "SCRAPOXY_BAN_BODY_PATTERNS": ["blocked"]})
+    policy = BanPolicy.from_crawler(crawler)
+    assert policy.http_codes == {403}
+    assert policy.response_ban(Request("https://e.com/"), response(200, b"you are blocked")) \
+        == Ban("body/blocked")
+
+
+# --- middleware ------------------------------------------------------------------------------
+
+def test_ban_retries_request_counts_reason_and_stops_instance_once():
+    mw, stopper, stats = middleware()
+    request = Request("https://example.com/a")
+    retry = mw.process_response(request, response(429))
+    assert isinstance(retry, Request) and retry.url == request.url and retry.dont_filter
+    again = mw.process_response(retry, response(429))
+    assert isinstance(again, Request)
+    assert stopper.calls == ["inst-1"]  # asked once for the same instance
+    assert stats.values["scrapoxy/ban/reason_count/http_429"] == 2
+    assert stats.values["scrapoxy/ban/retry_count"] == 2
+
+
+def test_ban_retries_are_bounded_then_the_response_goes_on():
+    mw, _, stats = middleware(retry_times=1)
+    banned = response(503)
+    retry = mw.process_response(Request("https://example.com/a"), banned)
+    assert mw.process_response(retry, banned) is banned
+    assert stats.values["scrapoxy/ban/max_reached"] == 1
+
+
+def test_ban_unpins_sessions_on_the_banned_instance():
+    sessions = SessionPins()
+    sessions.pin("acct", "inst-1")
+    sessions.pin("other", "inst-2")
+    mw, _, _ = middleware(sessions=sessions)
+    mw.process_response(Request("https://example.com/", meta={"scrapoxy_session": "acct"}),
+                        response(429))
+    assert sessions.get("acct") is None and sessions.get("other") == "inst-2"
+
+
+def test_last_instance_banned_closes_the_gate():
+    mw, stopper, _ = middleware()
+    mw.process_response(Request("https://example.com/"), response(429))
+    assert mw.gate.ready
+    stopper.pending[0].callback(0)
+    assert not mw.gate.ready
+    mw.gate.stop()
+
+
+def test_failed_stop_is_logged_and_tried_again_on_next_ban():
+    mw, stopper, stats = middleware()
+    mw.process_response(Request("https://example.com/"), response(429))
+    stopper.pending[0].errback(CommanderHTTPError(status=500))
+    mw.process_response(Request("https://example.com/"), response(429))
+    assert stopper.calls == ["inst-1", "inst-1"]
+    assert stats.values["scrapoxy/ban/stop_failed"] == 1
+
+
+def test_stop_of_already_replaced_instance_is_not_an_error():
+    mw, stopper, stats = middleware()
+    mw.process_response(Request("https://example.com/"), response(429))
+    stopper.pending[0].errback(CommanderHTTPError(status=404, code="not_found"))
+    assert "scrapoxy/ban/stop_failed" not in stats.values
+
+
+def test_dont_ban_meta_skips_ban_handling():
+    mw, stopper, _ = middleware()
+    banned = response(429)
+    assert mw.process_response(Request("https://e.com/", meta={"scrapoxy_dont_ban": True}),
+                               banned) is banned
+    assert stopper.calls == []
+
+
+def test_ban_retry_does_not_use_up_retry_times_and_is_the_https_request():
+    chain = Chain({"DOWNLOADER_MIDDLEWARES": DOWNLOADER_MIDDLEWARES, "RETRY_TIMES": 0,
+                   "SCRAPOXY_BAN_RETRY_TIMES": 3})
+    request = Request("https://example.com/a", meta={"scrapoxy_session": "s"})
+    chain.fetch(Request("https://example.com/0", meta={"scrapoxy_session": "s"}), answer())
+    retry = chain.fetch(request, answer(429))
+    assert isinstance(retry, Request)
+    assert retry.url == "https://example.com/a"
+    assert "retry_times" not in retry.meta
+    # Neither the rewrite nor the pin to the banned instance leaks into the retry.
+    assert "Location" not in retry.headers and "x-cache-proxyname" not in retry.headers
+    chain.fetch(retry, answer(proxyname="inst-2"))
+    assert chain.downloaded[-1].header("x-cache-proxyname") is None
+
+
+def test_not_configured_when_ban_handling_is_off():
+    crawler = get_crawler(Spider, {"SCRAPOXY_MASTER": MASTER, "SCRAPOXY_BAN_ENABLED": False})
+    with pytest.raises(NotConfigured):
+        BanMiddleware.from_crawler(crawler)
