@@ -27,6 +27,7 @@ class Master:
     stats: Stats
     instances: dict[str, Endpoint]
     sources: dict[str, str]
+    factory: Any = None
     kind: str = "scrapoxy"
 
     @property
@@ -133,7 +134,7 @@ def start_master(reactor_thread: Any, instance_endpoints: Any,
                                    interface="127.0.0.1")
         listening.append(port)
         return Master(port=port.getHost().port, pool=pool, stats=stats,
-                      instances={e.name: e for e in chosen}, sources=sources)
+                      instances={e.name: e for e in chosen}, sources=sources, factory=factory)
 
     yield start
     for port in listening:
