@@ -31,6 +31,8 @@ deny = []
 # HTTPS-by-header mode: verify target certificates (system store plus ca_file).
 tls_verify = true
 # ca_file = "/path/to/extra-ca.pem"
+# One log line per request (logger "scrapoxy.access").
+access_log = true
 
 [commander]
 # REST API and GUI.

@@ -52,6 +52,9 @@ class MasterConfig:
     # plus ca_file (a PEM bundle) when given.
     tls_verify: bool = True
     ca_file: str | None = None
+    # One log line per request (logger "scrapoxy.access"): client, method, target, instance,
+    # status, error, bytes each way, duration.
+    access_log: bool = True
 
 
 @dataclass(frozen=True)

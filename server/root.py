@@ -68,7 +68,8 @@ class Server:
                 connect_timeout=config.master.connect_timeout,
                 idle_timeout=config.master.idle_timeout,
                 wait_for_instance=config.master.wait_for_instance,
-                allow=config.master.allow, deny=config.master.deny),
+                allow=config.master.allow, deny=config.master.deny,
+                access_log=config.master.access_log),
             auth=(ScraperAuth(username=config.master.auth.username,
                               password=config.master.auth.password)
                   if config.master.auth is not None else None),

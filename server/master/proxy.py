@@ -31,6 +31,7 @@ from .upstream import (PendingConnection, Tunnel, UpstreamConnection, UpstreamFa
                        UpstreamPool, _describe, _no_delay, proxy_authorization)
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("scrapoxy.access")
 
 _REQUEST_DROP = frozenset({http1.PROXYNAME_HEADER, b"location", b"host", b"content-length"})
 _RESPONSE_DROP = frozenset({http1.PROXYNAME_HEADER, b"content-length"})
@@ -43,6 +44,7 @@ class MasterSettings:
     wait_for_instance: float
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    access_log: bool = False
 
 
 class MasterFactory(Factory):
@@ -624,10 +626,17 @@ class Exchange:
             self.f.pool.release(name)
 
     def _record(self, status: int, error: str | None) -> None:
-        self.f.stats.record(
-            instance=self.endpoint.name if self.endpoint is not None else None,
-            status=status, error=error, bytes_in=self.bytes_down, bytes_out=self.bytes_up,
-            duration=time.monotonic() - self.started_at)
+        duration = time.monotonic() - self.started_at
+        instance = self.endpoint.name if self.endpoint is not None else None
+        self.f.stats.record(instance=instance, status=status, error=error,
+                            bytes_in=self.bytes_down, bytes_out=self.bytes_up, duration=duration)
+        if self.f.settings.access_log:
+            target = self.target
+            shown = (b"https://" + target.authority + target.path if target.tls else target.absolute
+                     ) if target is not None else self.head.target
+            log_request(client=self.client.transport.getPeer(), method=self.head.method,
+                        target=shown, instance=instance, status=status, error=error,
+                        bytes_up=self.bytes_up, bytes_down=self.bytes_down, duration=duration)
 
 
 class TunnelRelay:
@@ -728,9 +737,7 @@ class TunnelRelay:
         self.done = True
         self._release()
         self.client.tunnel = None
-        self.f.stats.record(instance=self.endpoint.name if self.endpoint else None,
-                            status=exc.status, error=exc.code, bytes_in=0, bytes_out=0,
-                            duration=time.monotonic() - self.started_at)
+        self._record(exc.status, exc.code, 0, 0)
         self.client.answer_and_close(error_response(
             status=exc.status, code=exc.code, message=exc.message,
             instance=self.endpoint.name if self.endpoint else None,
@@ -772,14 +779,32 @@ class TunnelRelay:
             return
         self.done = True
         self._release()
-        self.f.stats.record(instance=self.endpoint.name if self.endpoint else None, status=200,
-                            error=None, bytes_in=self.bytes_down, bytes_out=self.bytes_up,
-                            duration=time.monotonic() - self.started_at)
+        self._record(200, None, self.bytes_down, self.bytes_up)
+
+    def _record(self, status: int, error: str | None, bytes_down: int, bytes_up: int) -> None:
+        duration = time.monotonic() - self.started_at
+        instance = self.endpoint.name if self.endpoint else None
+        self.f.stats.record(instance=instance, status=status, error=error, bytes_in=bytes_down,
+                            bytes_out=bytes_up, duration=duration)
+        if self.f.settings.access_log:
+            log_request(client=self.client.transport.getPeer(), method=b"CONNECT",
+                        target=f"{self.host}:{self.port}".encode(), instance=instance,
+                        status=status, error=error, bytes_up=bytes_up, bytes_down=bytes_down,
+                        duration=duration)
 
     def _release(self) -> None:
         if self.acquired:
             self.acquired = False
             self.f.pool.release(self.endpoint.name)
+
+
+def log_request(*, client: Any, method: bytes, target: bytes, instance: str | None, status: int,
+                error: str | None, bytes_up: int, bytes_down: int, duration: float) -> None:
+    """The access log line; never the scraper's credentials (they are not in the target)."""
+    access_log.info("%s %s %s via=%s status=%d error=%s up=%d down=%d ms=%.1f",
+                    getattr(client, "host", "?"), method.decode("latin-1"),
+                    target[:300].decode("latin-1"), instance or "-", status, error or "-",
+                    bytes_up, bytes_down, duration * 1000)
 
 
 def _header_text(value: bytes | None) -> str | None:

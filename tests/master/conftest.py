@@ -118,7 +118,8 @@ def start_master(reactor_thread: Any, instance_endpoints: Any,
 
     def start(*, endpoints: list[Endpoint] | None = None, wait_for_instance: float = 0.0,
               idle_timeout: float = 5.0, connect_timeout: float = 3.0,
-              auth: tuple[str, str] | None = None, deny: tuple[str, ...] = ()) -> Master:
+              auth: tuple[str, str] | None = None, deny: tuple[str, ...] = (),
+              allow: tuple[str, ...] = (), access_log: bool = False) -> Master:
         base, sources = instance_endpoints
         pool = InstancePool()
         stats = Stats()
@@ -127,7 +128,8 @@ def start_master(reactor_thread: Any, instance_endpoints: Any,
         factory = MasterFactory(
             reactor=reactor_thread.reactor, pool=pool, stats=stats,
             settings=MasterSettings(connect_timeout=connect_timeout, idle_timeout=idle_timeout,
-                                    wait_for_instance=wait_for_instance, deny=deny),
+                                    wait_for_instance=wait_for_instance, deny=deny,
+                                    allow=allow, access_log=access_log),
             auth=ScraperAuth(username=auth[0], password=auth[1]) if auth else None,
             tls=TlsCreators(verify=True, ca_file=str(lab_ca.ca_file)))
         port = reactor_thread.call(reactor_thread.reactor.listenTCP, 0, factory,

@@ -176,3 +176,32 @@ def test_stats_count_requests_per_instance(master, origin):
         requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
     assert master.stats.total.requests == 3
     assert sum(c.requests for c in master.stats.per_instance.values()) == 3
+
+
+def test_each_request_gets_one_access_log_line(start_master, origin, caplog):
+    master = start_master(access_log=True, auth=("u", "secret-pw"))
+    authed = {"http": f"http://u:secret-pw@127.0.0.1:{master.port}"}
+    with caplog.at_level("INFO", logger="scrapoxy.access"):
+        response = requests.get(f"{origin.url}/headers?q=1", proxies=authed, timeout=10)
+        requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)  # 407
+    lines = [r.getMessage() for r in caplog.records if r.name == "scrapoxy.access"]
+    assert len(lines) == 2
+    name = response.headers["x-cache-proxyname"]
+    assert f"GET {origin.url}/headers?q=1 via={name} status=200 error=-" in lines[0]
+    assert "status=407 error=auth" in lines[1]
+    assert all("secret-pw" not in line for line in lines)
+
+
+def test_allow_and_deny_host_patterns_refuse_with_403_forbidden(start_master, origin, tls_origin):
+    master = start_master(deny=("127.0.0.1",), allow=("*.example", "127.0.0.*"))
+    for url in (f"{origin.url}/headers", f"{tls_origin.url}/headers"):
+        response = requests.get(url.replace("https", "http"), proxies=master.proxies,
+                                headers={"Location": url} if url.startswith("https") else {},
+                                timeout=10)
+        assert response.status_code == 403
+        assert response.headers["x-scrapoxy-error"] == "forbidden"
+    connect = raw_exchange(master.port, f"CONNECT {tls_origin.netloc} HTTP/1.1\r\n\r\n".encode())
+    assert connect.startswith(b"HTTP/1.1 403")
+    other = start_master(allow=("*.example",))
+    response = requests.get(f"{origin.url}/headers", proxies=other.proxies, timeout=10)
+    assert response.status_code == 403
