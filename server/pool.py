@@ -21,6 +21,9 @@ class InstancePool:
         self._inflight: dict[str, int] = {}
         self._activity_listeners: list[Callable[[], None]] = []
         self._failure_listeners: list[Callable[[str], None]] = []
+        self._publish_listeners: list[Callable[[tuple[Endpoint, ...]], None]] = []
+        # In-flight counts of other processes serving this pool (master workers), by source.
+        self._remote_inflight: dict[str, dict[str, int]] = {}
         self._generation = 0
 
     # --- written by the manager --------------------------------------------------------
@@ -34,9 +37,26 @@ class InstancePool:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 waiter.callback(None)
+        for listener in self._publish_listeners:
+            listener(self._alive)
+
+    def on_publish(self, listener: Callable[[tuple[Endpoint, ...]], None]) -> None:
+        """``listener(endpoints)`` runs after each ``publish`` (feeds master workers)."""
+        self._publish_listeners.append(listener)
 
     def inflight(self, name: str) -> int:
-        return self._inflight.get(name, 0)
+        """Requests in flight through ``name``, in this process and in reporting workers."""
+        count = self._inflight.get(name, 0)
+        for counts in self._remote_inflight.values():
+            count += counts.get(name, 0)
+        return count
+
+    def set_remote_inflight(self, source: str, counts: dict[str, int]) -> None:
+        """The in-flight counts another process (``source``) last reported; ``{}`` clears."""
+        if counts:
+            self._remote_inflight[source] = dict(counts)
+        else:
+            self._remote_inflight.pop(source, None)
 
     def on_activity(self, listener: Callable[[], None]) -> None:
         """``listener()`` runs on every request the master receives (wakes the pool)."""
@@ -84,6 +104,10 @@ class InstancePool:
             self._inflight[name] = left
         else:
             self._inflight.pop(name, None)
+
+    def inflight_counts(self) -> dict[str, int]:
+        """This process's own in-flight counts (non-zero only), a copy."""
+        return dict(self._inflight)
 
     def report_failure(self, name: str) -> None:
         for listener in self._failure_listeners:

@@ -1,0 +1,1 @@
+from tests.lab.fixtures import *  # noqa: F401,F403
