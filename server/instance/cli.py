@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
 from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -84,9 +86,27 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     print(listening_line(args.host, port.getHost().port), flush=True)
-    # reactor.run installs SIGINT/SIGTERM handlers that stop the reactor cleanly.
-    reactor.run()
+    _stop_on_signals(reactor)
+    reactor.run(installSignalHandlers=False)
     return 0
+
+
+def _stop_on_signals(reactor: Any) -> None:
+    """SIGINT/SIGTERM stop the reactor once. A second signal (the manager's terminate, then
+    the provider's shutdown; or Ctrl-C reaching the whole process group) is a no-op instead
+    of Twisted's ``ReactorNotRunning`` traceback."""
+    stopping = []
+
+    def stop() -> None:
+        if not stopping:
+            stopping.append(True)
+            reactor.stop()
+
+    def handler(signum: int, frame: Any) -> None:
+        reactor.callFromThread(stop)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,17 @@ def test_process_prints_its_address_serves_from_the_source_and_stops_on_sigterm(
             assert process.stdout.read() == ""  # the one line only
 
 
+def test_a_second_sigterm_while_stopping_exits_cleanly_without_a_traceback():
+    # The manager terminates an instance, then the provider's shutdown signals it again.
+    with instance_process("--port", "0") as (process, line):
+        assert line.startswith("listening on")
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+        assert "Traceback" not in process.stderr.read()
+
+
 def test_process_takes_its_password_from_the_environment():
     with running_origin() as (server, origin_port):
         with instance_process("--port", "0", "--username", "u",
