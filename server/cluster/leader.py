@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer, error as neterror
-from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
+from ..childproc import ReapingProcessProtocol
 from ..models import Endpoint
 from ..pool import InstancePool
 from ..stats import StatsSink
@@ -32,8 +32,9 @@ STOP_GRACE = 8.0
 RESTART_BACKOFF_CAP = 30.0
 
 
-class _WorkerProcess(ProcessProtocol):
+class _WorkerProcess(ReapingProcessProtocol):
     def __init__(self, owner: "MasterWorkers", slot: int) -> None:
+        super().__init__(reactor=owner.reactor, watched_fds=(1,))
         self.owner = owner
         self.slot = slot
         self.decoder = FrameDecoder()

@@ -18,11 +18,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, error
 from twisted.python.failure import Failure
 
 from ..config import LocalProviderConfig
 from ..models import Address, ProviderInstance, Status
+from ..childproc import ReapingProcessProtocol
 from .base import ProviderError
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,13 @@ KILL_AFTER = 5.0
 # A child that writes this much without a newline is not speaking the protocol; drop the excess.
 MAX_LINE = 65536
 LAST_OCTET = 254
-# Seconds between checks for an exited child that has not been reaped yet.
-REAP_POLL = 0.2
 
 
-class _InstanceProcess(protocol.ProcessProtocol):
+class _InstanceProcess(ReapingProcessProtocol):
     """One child process: reads its announcement, relays its stderr to the log."""
 
     def __init__(self, *, provider: "LocalProvider", name: str, octet: int) -> None:
+        super().__init__(reactor=provider._reactor, watched_fds=(1, 2))
         self.provider = provider
         self.name = name
         self.octet = octet
@@ -51,7 +51,6 @@ class _InstanceProcess(protocol.ProcessProtocol):
         self.ended: defer.Deferred = defer.Deferred()
         self._stdout = b""
         self._stderr = b""
-        self._closed_fds: set[int] = set()
 
     @property
     def source(self) -> str:
@@ -92,23 +91,6 @@ class _InstanceProcess(protocol.ProcessProtocol):
     def _stderr_line(self, line: str) -> None:
         if line:
             log.info("%s: %s", self.name, line)
-
-    def childConnectionLost(self, childFD: int) -> None:
-        self._closed_fds.add(childFD)
-        if {1, 2} <= self._closed_fds:
-            self._poll_reap()
-
-    def _poll_reap(self) -> None:
-        # Twisted reaps a child on SIGCHLD, or once when its pipes close; when the reactor
-        # runs without signal handlers (embedded, tests) and the child is not yet reapable at
-        # that instant, nothing would ever call processEnded. Poll until it has.
-        if self.ended.called or self.transport is None:
-            return
-        reap = getattr(self.transport, "reapProcess", None)
-        if reap is not None:
-            reap()
-        if not self.ended.called:
-            self.provider._reactor.callLater(REAP_POLL, self._poll_reap)
 
     def processEnded(self, reason: Failure) -> None:
         for buffered, handle in ((self._stdout, self._stdout_line),
