@@ -6,7 +6,10 @@ Two loops run on the reactor (started by ``Manager.start``, never by the constru
   parallel), update one record per instance, ask the pure ``planner.plan`` what must change,
   execute it (create, terminate, start retiring), publish the routable instances to the pool;
 - the *health* round, every ``alive_check_interval``: fetch the check URL through every instance
-  that has an address (``HealthChecker``), update alive/failures/fingerprint, publish.
+  that has an address (``HealthChecker``), update alive/failures/fingerprint, publish. An
+  alive instance that relayed traffic since the last round with no fault reported
+  (``pool.take_served``) counts as checked without a probe: under load the master's own
+  requests are the health checks, and a large pool costs no probe traffic.
 
 Both loops catch their own errors: a ``LoopingCall`` stops for good the first time its
 function fails. A provider whose call fails is logged with the cause and backed off
@@ -440,9 +443,14 @@ class Manager:
 
     async def _check_health(self) -> None:
         checks = []
+        served = self._pool.take_served()
         for record in list(self._records.values()):
             if (record.instance.address is None or record.terminating_since is not None
                     or record.instance.status not in (Status.STARTING, Status.STARTED)):
+                continue
+            if record.alive and record.failures == 0 and record.name in served:
+                # It relayed traffic since the last round without a fault: alive, no probe.
+                record.last_alive_at = self._now()
                 continue
             endpoint = record.endpoint()
             d = defer.maybeDeferred(self._health.check, endpoint)
@@ -461,14 +469,17 @@ class Manager:
     def _check_passed(self, body: str, record: _Record, endpoint: Endpoint) -> None:
         if not self._current(record, endpoint):
             return
-        if not record.alive:
+        became_alive = not record.alive
+        if became_alive:
             log.info("instance %s is alive (fingerprint %s)", record.name, body or "-")
         record.alive = True
         record.failures = 0
         record.last_alive_at = self._now()
         record.check_error = None
         record.fingerprint = _as_ip(body)
-        self._publish()
+        if became_alive:
+            # Only a change reaches the pool: publishing is O(pool), checks are per instance.
+            self._publish()
 
     def _check_failed(self, failure: Failure, record: _Record, endpoint: Endpoint) -> None:
         if not self._current(record, endpoint):

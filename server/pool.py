@@ -25,6 +25,7 @@ class InstancePool:
         # In-flight counts of other processes serving this pool (master workers), by source.
         self._remote_inflight: dict[str, dict[str, int]] = {}
         self._generation = 0
+        self._served: set[str] = set()
 
     # --- written by the manager --------------------------------------------------------
 
@@ -108,6 +109,20 @@ class InstancePool:
     def inflight_counts(self) -> dict[str, int]:
         """This process's own in-flight counts (non-zero only), a copy."""
         return dict(self._inflight)
+
+    def served(self, name: str) -> None:
+        """The master relayed a complete answer (or opened a tunnel) through ``name``.
+
+        Evidence that the instance works, as good as a health check: the manager skips the
+        active check of an instance that served since its last round (``take_served``), so a
+        busy pool of a thousand instances is not also probed a thousand times per round.
+        """
+        self._served.add(name)
+
+    def take_served(self) -> set[str]:
+        """The names ``served`` since the last call (the manager's health round)."""
+        served, self._served = self._served, set()
+        return served
 
     def report_failure(self, name: str) -> None:
         for listener in self._failure_listeners:

@@ -139,10 +139,12 @@ class MasterWorkers:
         if kind != "report":
             log.warning("unknown message %r from master worker %s", kind, worker.pid)
             return
-        record = self.stats.record
+        record, pool = self.stats.record, self.pool
         for instance, status, error, bytes_in, bytes_out, duration in message["records"]:
             record(instance=instance, status=status, error=error, bytes_in=bytes_in,
                    bytes_out=bytes_out, duration=duration)
+            if instance is not None and error is None:
+                pool.served(instance)
         if message.get("activity"):
             self.pool.activity()
         for name in message.get("failures", ()):

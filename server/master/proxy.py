@@ -555,6 +555,8 @@ class Exchange:
             else:
                 upstream.handler = None
                 upstream.transport.loseConnection()
+        if self.response_status != 407:  # the instance refusing its own credentials is no proof
+            self.f.pool.served(self.endpoint.name)
         self._release_instance()
         self._record(self.response_status, None)
         client.exchange_done(keep_alive=self.keep_alive)
@@ -714,6 +716,7 @@ class TunnelRelay:
             return
         self.upstream = connection
         connection.handler = self
+        self.f.pool.served(self.endpoint.name)
         client_transport = self.client.transport
         client_transport.write(connect_established(self.endpoint.name))
         client_transport.registerProducer(connection.transport, True)

@@ -380,3 +380,43 @@ def test_instance_changes_are_announced(lab):
     lab.manager.start()
     lab.run(4)
     assert "instances" in lab.changes
+
+
+def test_instances_that_served_traffic_are_not_probed_but_stay_alive(lab):
+    lab.manager.start()
+    lab.run(4)
+    busy, *quiet = lab.provider.names()
+    lab.health.checked.clear()
+    for _ in range(60):
+        lab.pool.served(busy)
+        lab.run(1)
+    assert busy not in lab.health.checked
+    assert set(quiet) <= set(lab.health.checked)
+    assert busy in lab.routable()
+    record = [i for i in lab.manager.list_instances() if i["name"] == busy][0]
+    assert record["alive"] is True
+
+
+def test_an_instance_with_reported_faults_is_probed_even_if_it_also_served(lab):
+    lab.manager.start()
+    lab.run(4)
+    flaky = lab.provider.names()[0]
+    lab.health.failing.add(flaky)
+    lab.health.checked.clear()
+    for _ in range(10):
+        lab.pool.served(flaky)
+        lab.pool.report_failure(flaky)
+        lab.run(1)
+    assert flaky in lab.health.checked
+    assert flaky not in lab.routable()
+
+
+def test_serving_does_not_make_a_never_checked_instance_alive(lab):
+    lab.provider.add("i-new", address=Address("127.0.0.1", 7))
+    lab.health.failing.add("i-new")
+    lab.manager.start()
+    for _ in range(10):
+        lab.pool.served("i-new")
+        lab.run(1)
+    assert "i-new" in lab.health.checked
+    assert "i-new" not in lab.routable()

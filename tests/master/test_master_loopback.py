@@ -205,3 +205,26 @@ def test_allow_and_deny_host_patterns_refuse_with_403_forbidden(start_master, or
     other = start_master(allow=("*.example",))
     response = requests.get(f"{origin.url}/headers", proxies=other.proxies, timeout=10)
     assert response.status_code == 403
+
+
+def test_answers_and_tunnels_relayed_count_as_evidence_the_instance_works(master, origin,
+                                                                           reactor_thread):
+    """The manager skips the probe of an instance that served since its last round."""
+    reactor_thread.call(master.pool.take_served)
+    response = requests.get(f"{origin.url}/headers", proxies=master.proxies,
+                            headers={"x-cache-proxyname": "p2"}, timeout=10)
+    assert response.status_code == 200
+    assert reactor_thread.call(master.pool.take_served) == {"p2"}
+    with socket.create_connection(("127.0.0.1", master.port), timeout=10) as sock:
+        sock.sendall(f"CONNECT {origin.netloc} HTTP/1.1\r\nx-cache-proxyname: p3\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    assert reactor_thread.call(master.pool.take_served) == {"p3"}
+
+
+def test_an_unreachable_instance_is_not_counted_as_serving(start_master, origin, reactor_thread):
+    dead = Endpoint("gone", Address("127.0.0.1", free_port()))
+    master = start_master(endpoints=[dead])
+    reactor_thread.call(master.pool.take_served)
+    response = requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
+    assert response.status_code == 502
+    assert reactor_thread.call(master.pool.take_served) == set()

@@ -1,1 +1,0 @@
-from tests.lab.fixtures import *  # noqa: F401,F403
