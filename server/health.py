@@ -6,21 +6,23 @@ The request is ordinary absolute-form HTTP proxying (``GET http://host/path HTTP
 ``scrapoxy-instance``; no custom ``/ping`` route is needed. The check URL answers the caller's
 address, so the response body, when it parses as an IP address, is the instance's egress
 address: the manager keeps it as the fingerprint.
+
+Each check is one fresh connection (a stale pooled socket must never make a dead instance
+look alive) spoken with the master's own HTTP/1.1 helpers: a pool of a thousand instances
+is checked every few seconds, so a check costs one small protocol object, not an HTTP client
+stack.
 """
 from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.internet import defer, protocol
-from twisted.internet.protocol import connectionDone
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.python.failure import Failure
-from twisted.web.client import (HTTPConnectionPool, ProxyAgent, ResponseDone, ResponseFailed,
-                                ResponseNeverReceived)
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
 
+from .master import http1
+from .master.http1 import HttpError
 from .models import Endpoint
 
 # The check URL answers one short line; anything much longer is not a health answer.
@@ -40,115 +42,150 @@ class HealthChecker:
     """
 
     def __init__(self, *, reactor: Any, url: str, timeout: float) -> None:
-        if not url.startswith("http://"):
-            raise ValueError(f"health check URL must be http://, got {url!r}")
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.netloc:
+            raise ValueError(f"health check URL must be http://HOST[:PORT]/PATH, got {url!r}")
         self._reactor = reactor
-        self._url = url.encode("ascii")
+        self._url = url
         self._timeout = timeout
-        # Not persistent: each check is a fresh connection, as a real request would be, so a
-        # stale pooled socket can never make a dead instance look alive.
-        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        # Everything but the instance's credentials is the same for every check.
+        self._request = (b"GET " + url.encode("ascii") + b" HTTP/1.1\r\nHost: "
+                         + parts.netloc.encode("ascii")
+                         + b"\r\nUser-Agent: scrapoxy-health\r\nConnection: close\r\n")
 
     @property
     def url(self) -> str:
-        return self._url.decode("ascii")
+        return self._url
 
     def check(self, endpoint: Endpoint) -> defer.Deferred:
         """GET the check URL through ``endpoint``; fires with the stripped body text.
 
-        Fails on a connection error, a non-2xx status or the timeout.
+        Fails with ``HealthError`` on a connection error, a non-2xx status, a broken answer
+        or the timeout.
         """
-        return defer.ensureDeferred(self._check(endpoint))
-
-    async def _check(self, endpoint: Endpoint) -> str:
-        host = endpoint.address.hostname.strip("[]")
-        endpoint_cls = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-        proxy = endpoint_cls(self._reactor, host, endpoint.address.port, timeout=self._timeout)
-        agent = ProxyAgent(proxy, reactor=self._reactor, pool=self._pool)
-        headers = Headers({b"User-Agent": [b"scrapoxy-health"]})
+        request = self._request
         if endpoint.credentials is not None:
             token = f"{endpoint.credentials.username}:{endpoint.credentials.password}"
-            headers.setRawHeaders(
-                b"Proxy-Authorization",
-                [b"Basic " + base64.b64encode(token.encode("utf-8"))],
-            )
-        d = agent.request(b"GET", self._url, headers)
-        d.addCallback(self._read)
-        d.addErrback(self._explain)
-        d.addTimeout(self._timeout, self._reactor, onTimeoutCancel=self._timed_out)
-        return await d
-
-    def _timed_out(self, result: Any, timeout: float) -> None:
-        raise HealthError(f"no answer within {timeout:g} s")
-
-    @staticmethod
-    def _explain(failure: Failure) -> Failure:
-        # twisted.web wraps the cause in a list of Failures; users want the cause.
-        if failure.check(ResponseNeverReceived, ResponseFailed, PotentialDataLoss):
-            reasons = getattr(failure.value, "reasons", None) or []
-            causes = [r.value for r in reasons if not r.check(defer.CancelledError)]
-            if causes:
-                cause = causes[0]
-                text = str(cause) or type(cause).__name__
-                raise HealthError(f"{type(cause).__name__}: {text}") from None
-            if reasons:
-                # Only cancellation: the timeout fired; _timed_out says so.
-                return failure
-            raise HealthError("connection closed without an answer") from None
-        return failure
-
-    @staticmethod
-    def _read(response: Any) -> defer.Deferred:
-        if not 200 <= response.code < 300:
-            # Drop the body: the connection closes anyway (Connection: close).
-            response.deliverBody(_Discard())
-            raise HealthError(f"check answered {response.code} {response.phrase.decode('latin-1')}")
-        if isinstance(response.length, int) and response.length > MAX_BODY_BYTES:
-            response.deliverBody(_Discard())
-            raise HealthError(f"check body too long ({response.length} bytes)")
-        body = _Body()
-        response.deliverBody(body)
-        body.done.addCallback(lambda data: data.decode("utf-8", "replace").strip())
-        return body.done
+            request += (b"Proxy-Authorization: Basic "
+                        + base64.b64encode(token.encode("utf-8")) + b"\r\n")
+        check = _Check(request + b"\r\n")
+        factory = _CheckFactory(check)
+        connector = self._reactor.connectTCP(endpoint.address.hostname.strip("[]"),
+                                             endpoint.address.port, factory,
+                                             timeout=self._timeout)
+        timer = self._reactor.callLater(self._timeout, check.time_out, self._timeout, connector)
+        check.done.addBoth(_stop_timer, timer)
+        return check.done
 
 
-class _Body(protocol.Protocol):
-    """Collects up to MAX_BODY_BYTES of a response body."""
+def _stop_timer(result: Any, timer: Any) -> Any:
+    if timer.active():
+        timer.cancel()
+    return result
 
-    def __init__(self) -> None:
-        # Cancelled by the check's timeout: drop the connection rather than leave it open.
-        self.done: defer.Deferred = defer.Deferred(lambda _: self._abort())
-        self._chunks: list[bytes] = []
-        self._size = 0
 
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
+class _Check(protocol.Protocol):
+    """One check's connection: send the request, read one response, close."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.done: defer.Deferred = defer.Deferred()
+        self.buffer = b""
+        self.head: http1.ResponseHead | None = None
+        self.framing = http1.NO_BODY
+        self.left = 0
+        self.chunks: http1.ChunkedReader | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._size < MAX_BODY_BYTES:
-            self._chunks.append(data[: MAX_BODY_BYTES - self._size])
-            self._size += len(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.done.called:
             return
-        # Connection: close with no length: the end of the connection is the end of the body.
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self._chunks))
+        self.buffer += data
+        try:
+            body = self._parse()
+        except HttpError as exc:
+            self._finish(Failure(HealthError(exc.message)))
+            return
+        if body is not None:
+            self._finish(body.decode("utf-8", "replace").strip())
+
+    def _parse(self) -> bytes | None:
+        """The body once the response is complete, else None; raises ``HttpError``."""
+        if self.head is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > http1.MAX_HEAD_BYTES:
+                    raise HttpError("check answer head too large")
+                return None
+            self.head = head = http1.parse_response_head(self.buffer[:end])
+            self.buffer = self.buffer[end + 4:]
+            if not 200 <= head.status < 300:
+                raise HttpError(f"check answered {head.status} "
+                                f"{head.reason.decode('latin-1')}".rstrip())
+            self.framing, self.left = http1.response_framing(head, request_method=b"GET")
+            if self.framing == http1.LENGTH and self.left > MAX_BODY_BYTES:
+                raise HttpError(f"check body too long ({self.left} bytes)")
+            if self.framing == http1.CHUNKED:
+                self.chunks = http1.ChunkedReader(decode=True)
+        if self.framing == http1.NO_BODY:
+            return b""
+        if self.framing == http1.CHUNKED:
+            self.chunks.feed(self.buffer)
+            self.buffer = b""
+            body = b"".join(self.chunks.decoded)
+            if len(body) > MAX_BODY_BYTES:
+                raise HttpError("check body too long")
+            return body if self.chunks.done else None
+        if len(self.buffer) > MAX_BODY_BYTES:
+            raise HttpError("check body too long")
+        if self.framing == http1.LENGTH and len(self.buffer) >= self.left:
+            return self.buffer[:self.left]
+        return None  # until close, or more of the Content-Length to come
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self.done.called:
+            return
+        if self.head is None:
+            self.done.errback(HealthError("connection closed without an answer"))
+        elif self.framing == http1.UNTIL_CLOSE:
+            self.done.callback(self.buffer.decode("utf-8", "replace").strip())
         else:
             self.done.errback(HealthError(f"body cut: {reason.getErrorMessage()}"))
 
+    def fail_to_connect(self, reason: Failure) -> None:
+        if not self.done.called:
+            value = reason.value
+            text = str(value).strip() or type(value).__name__
+            self.done.errback(HealthError(f"{type(value).__name__}: {text}"))
 
-class _Discard:
-    """A body consumer that ignores what it gets (twisted.web IProtocol shape)."""
+    def time_out(self, seconds: float, connector: Any) -> None:
+        if self.done.called:
+            return
+        self.done.errback(HealthError(f"no answer within {seconds:g} s"))
+        connector.disconnect()
 
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-        transport.stopProducing()
+    def _finish(self, outcome: Any) -> None:
+        # One answer is all a check reads: close at once, whatever the instance does next.
+        if self.transport is not None:
+            self.transport.abortConnection()
+        if not self.done.called:
+            if isinstance(outcome, Failure):
+                self.done.errback(outcome)
+            else:
+                self.done.callback(outcome)
 
-    def dataReceived(self, data: bytes) -> None:
-        pass
 
-    def connectionLost(self, reason: Any) -> None:
-        pass
+class _CheckFactory(protocol.ClientFactory):
+    noisy = False  # one per check: no log line each
+
+    def __init__(self, check: _Check) -> None:
+        self.check = check
+
+    def buildProtocol(self, addr: Any) -> _Check:
+        return self.check
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.check.fail_to_connect(reason)
+

@@ -2,7 +2,8 @@
 
 Tests that need real sockets run the global Twisted reactor in a background thread for the
 whole session (``reactor_thread``) and drive it with ``blockingCallFromThread``; the test
-thread itself uses ordinary blocking clients, as a user's scraper would.
+thread itself uses ordinary blocking clients, as a user's scraper would. The lab's fixtures
+(``tests/lab``) are available to every test; session-scoped ones start when first used.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 
 import pytest
 
+from tests.lab.fixtures import *  # noqa: F401,F403 - the lab (origins, stock proxies, servers)
 from tests.support import ReactorThread
 
 

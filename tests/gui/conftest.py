@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.fixtures import *  # noqa: F401,F403
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "gui"
 CHROMIUM_FLAGS = [

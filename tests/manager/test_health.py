@@ -1,15 +1,8 @@
 """The health check: an ordinary proxied GET through the instance, on loopback sockets."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-import textwrap
-from pathlib import Path
-
 import pytest
 from twisted.internet import protocol
-from twisted.web import resource, server
 
 from scrapoxy_server.health import HealthChecker, HealthError
 from scrapoxy_server.models import Address, Credentials, Endpoint
@@ -72,6 +65,20 @@ def test_check_is_an_absolute_form_proxy_request_and_returns_the_stripped_body(r
     assert headers["proxy-authorization"] == "Basic dXNlcjpzZWNyZXQ="
 
 
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n203.\r\n7\r\n0.113.9\r\n0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n203.0.113.9\n",  # ends at close
+    b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n203.0.113.9 and then garbage",
+], ids=["chunked", "until-close", "length"])
+def test_every_framing_of_the_answer_gives_the_body(reactor_thread, answer):
+    _, port = listen_proxy(reactor_thread, answer)
+    try:
+        endpoint = Endpoint("p1", Address("127.0.0.1", port.getHost().port))
+        assert check(reactor_thread, endpoint) == "203.0.113.9"
+    finally:
+        reactor_thread.call(port.stopListening)
+
+
 def test_no_proxy_authorization_without_credentials(reactor_thread):
     factory, port = listen_proxy(reactor_thread, ok(b"ok"))
     try:
@@ -86,6 +93,9 @@ def test_no_proxy_authorization_without_credentials(reactor_thread):
     b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 2\r\n\r\nno",
     b"",  # accepts, then closes without a word
     b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",  # body cut
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100,  # not an IP answer
+    b"HTTP/1.1 200 OK\r\n" + b"x" * 70000,  # a head that never ends
+    b"HTTP/1.1 200 OK\r\nX-Bad : 1\r\n\r\n",  # malformed header
 ])
 def test_non_2xx_fails(reactor_thread, answer):
     _, port = listen_proxy(reactor_thread, answer)
@@ -125,45 +135,18 @@ def test_stalled_body_times_out_and_the_connection_is_dropped(reactor_thread):
         reactor_thread.call(port.stopListening)
 
 
-class CallerIp(resource.Resource):
-    isLeaf = True
+@pytest.mark.parametrize("proxy_fixture", ["tinyproxy_instance", "squid_instance"])
+def test_works_against_stock_proxies_and_reads_their_egress_address(request, proxy_fixture,
+                                                                     origin, reactor_thread):
+    proxy = request.getfixturevalue(proxy_fixture)
+    endpoint = Endpoint(proxy.kind, Address(proxy.host, proxy.port))
+    assert check(reactor_thread, endpoint, url=f"{origin.url}/ip") == proxy.source
 
-    def render_GET(self, request):
-        request.setHeader(b"content-type", b"text/plain")
-        return request.getClientAddress().host.encode() + b"\n"
 
-
-@pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="tinyproxy is not installed")
-def test_works_against_stock_tinyproxy_and_reads_its_egress_address(reactor_thread):
-    origin = reactor_thread.call(reactor_thread.reactor.listenTCP, 0, server.Site(CallerIp()),
-                                 interface="127.0.0.1")
-    proxy_port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="tinyproxy-"))
-    conf = workdir / "tinyproxy.conf"
-    conf.write_text(textwrap.dedent(f"""\
-        Port {proxy_port}
-        Listen 127.0.0.1
-        Bind 127.0.0.7
-        Timeout 10
-        MaxClients 20
-        Allow 127.0.0.1
-        LogLevel Critical
-        """))
-    child = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        endpoint = Endpoint("tiny", Address("127.0.0.1", proxy_port))
-        url = f"http://127.0.0.1:{origin.getHost().port}/ip"
-
-        def attempt():
-            try:
-                return check(reactor_thread, endpoint, url=url, timeout=2)
-            except Exception:
-                return None
-
-        assert wait_until(attempt, timeout=10, message="tinyproxy check") == "127.0.0.7"
-    finally:
-        child.terminate()
-        child.wait(5)
-        reactor_thread.call(origin.stopListening)
-        shutil.rmtree(workdir, ignore_errors=True)
+def test_works_through_tinyproxy_with_credentials(stock_proxies, origin, reactor_thread):
+    proxy = stock_proxies("tinyproxy", source="127.0.0.207", username="inst", password="s3cret")
+    good = Endpoint("t", Address(proxy.host, proxy.port), Credentials("inst", "s3cret"))
+    assert check(reactor_thread, good, url=f"{origin.url}/ip") == "127.0.0.207"
+    bad = Endpoint("t", Address(proxy.host, proxy.port), Credentials("inst", "wrong"))
+    with pytest.raises(HealthError, match="check answered 40[17]"):  # tinyproxy says 401
+        check(reactor_thread, bad, url=f"{origin.url}/ip")

@@ -14,7 +14,6 @@ from scrapoxy_server.master.tls import TlsCreators
 from scrapoxy_server.models import Address, Endpoint
 from scrapoxy_server.pool import InstancePool
 from scrapoxy_server.stats import Stats
-from tests.lab.fixtures import *  # noqa: F401,F403
 from tests.lab.instances import ProxyStartError, start_squid, start_tinyproxy
 
 INSTANCE_SOURCES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
