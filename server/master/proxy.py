@@ -25,6 +25,7 @@ from .answers import connect_established, error_response
 from .auth import ScraperAuth, parse_basic
 from .chooser import InstanceChooser
 from .http1 import HttpError
+from .sockwrite import write_now
 from .target import Target, parse_authority, request_target
 from .tls import TlsCreators
 from .upstream import (PendingConnection, Tunnel, UpstreamConnection, UpstreamFailure,
@@ -325,7 +326,7 @@ class Exchange:
             auth = proxy_authorization(self.endpoint)
             if auth is not None:
                 head += b"Proxy-Authorization: " + auth + b"\r\n"
-        connection.transport.write(head + b"\r\n")
+        write_now(connection.transport, head + b"\r\n")
         self.touch()
         client_transport = self.client.transport
         client_transport.resumeProducing()
@@ -348,7 +349,7 @@ class Exchange:
                 return len(data)
             done = self.body_reader.done
         chunk = data if used == len(data) else data[:used]
-        self.upstream.transport.write(chunk)
+        write_now(self.upstream.transport, chunk)
         self.bytes_up += used
         if done:
             self.reading_body = False
@@ -418,17 +419,22 @@ class Exchange:
         if not self.keep_alive:
             parts.append(b"Connection: close\r\n")
         parts.append(b"\r\n")
-        self.client.transport.write(b"".join(parts))
+        response_head = b"".join(parts)
         if self.response_kind == http1.NO_BODY:
+            write_now(self.client.transport, response_head)
             if buffer:
                 self.upstream_reusable = False
             self.finish()
             return
         self.client.transport.registerProducer(self.upstream.transport, True)
         if buffer:
-            self._response_body(buffer)
+            # Head and the first body bytes leave in one send.
+            self._response_body(buffer, head=response_head)
+        else:
+            write_now(self.client.transport, response_head)
 
-    def _response_body(self, data: bytes) -> None:
+    def _response_body(self, data: bytes, *, head: bytes = b"") -> None:
+        """Relay body bytes, after ``head`` (the response head, with the first ones)."""
         kind = self.response_kind
         if kind == http1.LENGTH:
             take = len(data)
@@ -437,7 +443,7 @@ class Exchange:
                 self.upstream_reusable = False  # extra bytes: the instance's framing is off
                 data = data[:take]
             self.response_left -= take
-            self.client.transport.write(data)
+            write_now(self.client.transport, head + data if head else data)
             self.bytes_down += take
             if self.response_left == 0:
                 self.finish()
@@ -446,22 +452,24 @@ class Exchange:
             try:
                 used = reader.feed(data)
             except HttpError:
+                if head:
+                    write_now(self.client.transport, head)
                 self.abort_both(None)
                 return
             if reader.decode:
-                if reader.decoded:
-                    payload = b"".join(reader.decoded)
-                    reader.decoded.clear()
-                    self.client.transport.write(payload)
+                payload = b"".join(reader.decoded)
+                reader.decoded.clear()
             else:
-                self.client.transport.write(data if used == len(data) else data[:used])
+                payload = data if used == len(data) else data[:used]
+            if head or payload:
+                write_now(self.client.transport, head + payload)
             self.bytes_down += used
             if reader.done:
                 if used != len(data):
                     self.upstream_reusable = False
                 self.finish()
         else:
-            self.client.transport.write(data)
+            write_now(self.client.transport, head + data)
             self.bytes_down += len(data)
 
     def upstream_lost(self, reason: Failure) -> None:
@@ -751,11 +759,11 @@ class TunnelRelay:
             self.early += data
             return
         self.bytes_up += len(data)
-        self.upstream.transport.write(data)
+        write_now(self.upstream.transport, data)
 
     def upstream_data(self, data: bytes) -> None:
         self.bytes_down += len(data)
-        self.client.transport.write(data)
+        write_now(self.client.transport, data)
 
     def upstream_lost(self, reason: Failure) -> None:
         self.upstream = None

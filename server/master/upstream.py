@@ -23,7 +23,7 @@ from .http1 import HttpError, parse_response_head
 
 log = logging.getLogger(__name__)
 
-MAX_IDLE_PER_KEY = 32
+MAX_IDLE_PER_KEY = 256
 
 
 class UpstreamFailure(Exception):
