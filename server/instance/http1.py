@@ -11,6 +11,7 @@ import binascii
 import enum
 import hmac
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 
@@ -427,12 +428,22 @@ REASONS = {
 }
 
 
+ERROR_CODES = {400: "bad_request", 407: "auth", 431: "bad_request", 502: "upstream",
+               504: "timeout"}
+
+
 def error_response(status: int, message: str, *, extra_headers: Headers = ()) -> bytes:
-    """A complete short text/plain answer that closes the connection."""
-    body = f"{status} {REASONS.get(status, b'Error').decode()}: {message}\n".encode()
+    """A complete short answer that closes the connection.
+
+    Shaped like the master's own errors (``x-scrapoxy-error: CODE`` and a JSON body), which
+    the master relays unchanged: a scraper reads the same thing whichever hop failed.
+    """
+    code = ERROR_CODES.get(status, "upstream")
+    body = json.dumps({"error": code, "message": message}).encode()
     headers = [
-        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Type", b"application/json"),
         (b"Content-Length", str(len(body)).encode()),
+        (b"x-scrapoxy-error", code.encode()),
         (b"Connection", b"close"),
         *extra_headers,
     ]

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -479,10 +480,16 @@ class Exchange:
         if not self.response_started:
             if self._retry_stale(reason):
                 return
-            if not self.target.tls:
+            name = self.endpoint.name
+            if self.target.tls:
+                # The tunnel was up: the target (or TLS with it) failed, not the instance.
+                what = "TLS with" if reason.check(SSL.Error) else "connection to"
+                message = (f"{what} target {self.target.authority.decode('ascii', 'replace')} "
+                           f"failed (through instance {name}): {_describe(reason)}")
+            else:
                 # A healthy instance answers (e.g. 502) when the target fails; silence is its own.
-                self.f.pool.report_failure(self.endpoint.name)
-            message = f"instance {self.endpoint.name} failed: {_describe(reason)}"
+                self.f.pool.report_failure(name)
+                message = f"instance {name} failed: {_describe(reason)}"
             self.respond_error(HttpError(message, status=502, code="upstream"))
             return
         if self.response_kind == http1.UNTIL_CLOSE:

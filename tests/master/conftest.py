@@ -118,7 +118,8 @@ def start_master(reactor_thread: Any, instance_endpoints: Any,
     def start(*, endpoints: list[Endpoint] | None = None, wait_for_instance: float = 0.0,
               idle_timeout: float = 5.0, connect_timeout: float = 3.0,
               auth: tuple[str, str] | None = None, deny: tuple[str, ...] = (),
-              allow: tuple[str, ...] = (), access_log: bool = False) -> Master:
+              allow: tuple[str, ...] = (), access_log: bool = False,
+              trust_lab_ca: bool = True) -> Master:
         base, sources = instance_endpoints
         pool = InstancePool()
         stats = Stats()
@@ -130,7 +131,7 @@ def start_master(reactor_thread: Any, instance_endpoints: Any,
                                     wait_for_instance=wait_for_instance, deny=deny,
                                     allow=allow, access_log=access_log),
             auth=ScraperAuth(username=auth[0], password=auth[1]) if auth else None,
-            tls=TlsCreators(verify=True, ca_file=str(lab_ca.ca_file)))
+            tls=TlsCreators(verify=True, ca_file=str(lab_ca.ca_file) if trust_lab_ca else None))
         port = reactor_thread.call(reactor_thread.reactor.listenTCP, 0, factory,
                                    interface="127.0.0.1")
         listening.append(port)

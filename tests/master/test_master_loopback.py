@@ -228,3 +228,33 @@ def test_an_unreachable_instance_is_not_counted_as_serving(start_master, origin,
     response = requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
     assert response.status_code == 502
     assert reactor_thread.call(master.pool.take_served) == set()
+
+
+def test_untrusted_target_certificate_is_a_502_naming_the_target_not_the_instance(
+        start_master, tls_origin, reactor_thread):
+    master = start_master(trust_lab_ca=False)
+    failures: list[str] = []
+    reactor_thread.call(master.pool.on_failure, failures.append)
+    url = f"{tls_origin.url}/headers"
+    response = requests.get(url.replace("https://", "http://"), proxies=master.proxies,
+                            headers={"Location": url}, timeout=10)
+    assert response.status_code == 502
+    assert response.headers["x-scrapoxy-error"] == "upstream"
+    message = response.json()["message"]
+    assert message.startswith(f"TLS with target {tls_origin.netloc} failed (through instance p")
+    assert "certificate verify failed" in message
+    assert failures == []  # the instance did its job: it is not blamed
+
+
+def test_unreachable_target_behind_a_scrapoxy_instance_reads_like_a_master_error(
+        master, reactor_thread):
+    failures: list[str] = []
+    reactor_thread.call(master.pool.on_failure, failures.append)
+    port = free_port()
+    response = requests.get(f"http://127.0.0.1:{port}/x", proxies=master.proxies, timeout=10)
+    assert response.status_code == 502
+    assert response.headers["x-scrapoxy-error"] == "upstream"
+    assert response.headers["x-cache-proxyname"] in master.instances
+    body = response.json()
+    assert body["error"] == "upstream" and f"127.0.0.1:{port}" in body["message"]
+    assert failures == []  # the instance answered: the target is at fault
