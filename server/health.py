@@ -114,13 +114,14 @@ class _Check(protocol.Protocol):
     def _parse(self) -> bytes | None:
         """The body once the response is complete, else None; raises ``HttpError``."""
         if self.head is None:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+            found = http1.find_head_end(self.buffer)
+            if found is None or found[0] > http1.MAX_HEAD_BYTES:
                 if len(self.buffer) > http1.MAX_HEAD_BYTES:
                     raise HttpError("check answer head too large")
                 return None
+            end, body_start = found
             self.head = head = http1.parse_response_head(self.buffer[:end])
-            self.buffer = self.buffer[end + 4:]
+            self.buffer = self.buffer[body_start:]
             if not 200 <= head.status < 300:
                 raise HttpError(f"check answered {head.status} "
                                 f"{head.reason.decode('latin-1')}".rstrip())

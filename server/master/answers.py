@@ -9,6 +9,7 @@ import json
 
 REASONS = {
     400: b"Bad Request", 403: b"Forbidden", 407: b"Proxy Authentication Required",
+    408: b"Request Timeout",
     431: b"Request Header Fields Too Large", 502: b"Bad Gateway", 503: b"Service Unavailable",
     504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
 }

@@ -5,6 +5,8 @@ scraper holding a few keep-alive connections still rotates over the whole pool.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from ..models import Endpoint
 from ..pool import InstancePool
 
@@ -35,3 +37,30 @@ class InstanceChooser:
             self._fresh += 1
         counters[domain] = index + 1
         return alive[index % len(alive)]
+
+
+class SessionPins:
+    """Session token (``USER;session=TOKEN`` in the proxy credentials) -> instance name.
+
+    A scraper may use a token per item, so the map is bounded: the least recently used
+    tokens are forgotten first, and a forgotten or stale token simply gets a new instance.
+    """
+
+    def __init__(self, *, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._names: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, token: str) -> str | None:
+        name = self._names.get(token)
+        if name is not None:
+            self._names.move_to_end(token)
+        return name
+
+    def pin(self, token: str, name: str) -> None:
+        self._names[token] = name
+        self._names.move_to_end(token)
+        if len(self._names) > self._limit:
+            self._names.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._names)

@@ -17,6 +17,11 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
 _METHOD = re.compile(_TOKEN)
 _VERSION = re.compile(rb"HTTP/1\.[01]")
+# chunk-size [ chunk-ext ]: hex digits, then ;name[=token|quoted-string] with optional spaces.
+_QUOTED = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"'
+_CHUNK_SIZE_LINE = re.compile(
+    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|"
+    + _QUOTED + rb"))?)*")
 _STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 
 # Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy's own: never forwarded in either direction.
@@ -64,6 +69,22 @@ class ResponseHead:
     headers: Headers
 
 
+def find_head_end(buffer: bytes) -> tuple[int, int] | None:
+    """Where the head in ``buffer`` ends: (end of head, start of body), or None if not yet.
+
+    The head ends at the *first* empty line, whether its line ends are CRLF or a bare LF
+    (RFC 9112 2.2). Looking for CRLFCRLF first would let ``...\n\nX-Injected: 1\r\n\r\n``
+    smuggle body bytes into the head.
+    """
+    end = buffer.find(b"\n\r\n")
+    bare = buffer.find(b"\n\n", 0, end if end >= 0 else len(buffer))
+    if bare >= 0:
+        return bare, bare + 2
+    if end >= 0:
+        return end, end + 3
+    return None
+
+
 def _split_lines(block: bytes) -> list[bytes]:
     # Recipients may accept a bare LF as a line end (RFC 9112 2.2); a stray CR is refused
     # by the header regex.
@@ -74,8 +95,6 @@ def _split_lines(block: bytes) -> list[bytes]:
 def _parse_headers(lines: list[bytes]) -> Headers:
     headers: Headers = []
     for line in lines:
-        if not line:
-            continue
         match = _HEADER_LINE.fullmatch(line)
         if match is None:
             if line[:1] in (b" ", b"\t"):
@@ -209,13 +228,17 @@ class ChunkedReader:
     caller passes the consumed bytes through unchanged.
     """
 
-    __slots__ = ("done", "decode", "decoded", "_state", "_remaining", "_line")
+    __slots__ = ("done", "decode", "strict", "decoded", "_state", "_remaining", "_line")
 
     _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 
-    def __init__(self, *, decode: bool = False) -> None:
+    def __init__(self, *, decode: bool = False, strict: bool = False) -> None:
         self.done = False
         self.decode = decode
+        # Strict (request bodies, which the master forwards byte for byte): CRLF line ends,
+        # chunk sizes and extensions exactly as RFC 9112 7.1 spells them. Lenient readings
+        # of the same bytes by the next hop are how chunked smuggling starts.
+        self.strict = strict
         self.decoded: list[bytes] = []
         self._state = self._SIZE
         self._remaining = 0
@@ -246,8 +269,16 @@ class ChunkedReader:
             pos = newline + 1
             if line.endswith(b"\r"):
                 line = line[:-1]
+            elif self.strict:
+                raise HttpError("chunked body line without CRLF")
             if state == self._SIZE:
-                size_text = line.split(b";", 1)[0].strip()
+                if self.strict:
+                    match = _CHUNK_SIZE_LINE.fullmatch(line)
+                    if match is None:
+                        raise HttpError("malformed chunk size line")
+                    size_text = match.group(1)
+                else:
+                    size_text = line.split(b";", 1)[0].strip()
                 if not size_text or len(size_text) > 16 or any(
                     c not in b"0123456789abcdefABCDEF" for c in size_text
                 ):
@@ -265,6 +296,8 @@ class ChunkedReader:
             else:  # trailer section: ends at the first empty line
                 if not line:
                     self.done = True
+                elif self.strict and _HEADER_LINE.fullmatch(line) is None:
+                    raise HttpError("malformed trailer line")
         return pos
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +25,10 @@ from ..stats import StatsSink
 from . import http1
 from .answers import connect_established, error_response
 from .auth import ScraperAuth, parse_basic
-from .chooser import InstanceChooser
+from .chooser import InstanceChooser, SessionPins
 from .http1 import HttpError
 from .sockwrite import write_now
-from .target import Target, parse_authority, request_target
+from .target import Target, canonical_host, parse_authority, request_target
 from .tls import TlsCreators
 from .upstream import (PendingConnection, Tunnel, UpstreamConnection, UpstreamFailure,
                        UpstreamPool, _describe, _no_delay, proxy_authorization)
@@ -37,6 +38,7 @@ access_log = logging.getLogger("scrapoxy.access")
 
 _REQUEST_DROP = frozenset({http1.PROXYNAME_HEADER, b"location", b"host", b"content-length"})
 _RESPONSE_DROP = frozenset({http1.PROXYNAME_HEADER, b"content-length"})
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,33 @@ class MasterFactory(Factory):
         self.tls = tls
         self.chooser = InstanceChooser(pool)
         self.upstreams = UpstreamPool(reactor=reactor, connect_timeout=settings.connect_timeout)
-        self.sessions: dict[str, str] = {}  # CONNECT session token -> instance name
+        self.sessions = SessionPins()
 
     def buildProtocol(self, addr: Any) -> "MasterProtocol":
         protocol = MasterProtocol(self)
         protocol.factory = self
         return protocol
 
+    @property
+    def settings(self) -> MasterSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: MasterSettings) -> None:
+        """Settings may be replaced live (config API); the rules are compiled once here."""
+        self._settings = settings
+        self._deny = tuple(canonical_host(p) for p in settings.deny)
+        self._allow = tuple(canonical_host(p) for p in settings.allow)
+
     def host_allowed(self, host: str) -> bool:
-        settings = self.settings
-        if any(fnmatch.fnmatchcase(host, pattern) for pattern in settings.deny):
+        """Allow/deny rules, matched against the canonical spelling of ``host``."""
+        if not (self._deny or self._allow):
+            return True
+        host = canonical_host(host)
+        if any(fnmatch.fnmatchcase(host, pattern) for pattern in self._deny):
             return False
-        if settings.allow:
-            return any(fnmatch.fnmatchcase(host, pattern) for pattern in settings.allow)
+        if self._allow:
+            return any(fnmatch.fnmatchcase(host, pattern) for pattern in self._allow)
         return True
 
 
@@ -89,9 +105,43 @@ class MasterProtocol(Protocol):
         self.exchange: Exchange | None = None
         self.tunnel: TunnelRelay | None = None
         self.closing = False
+        self.idle_since = 0.0
+        self.idle_timer: Any = None
 
     def connectionMade(self) -> None:
         _no_delay(self.transport)
+        reactor = self.f.reactor
+        self.idle_since = reactor.seconds()
+        self.idle_timer = reactor.callLater(self.f.settings.idle_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """One timer per connection: between requests, the next head must arrive whole
+        within ``idle_timeout`` (slow heads and forgotten keep-alives are closed); a CONNECT
+        tunnel silent both ways that long is closed. Exchanges time themselves."""
+        self.idle_timer = None
+        if self.closing:
+            return
+        reactor = self.f.reactor
+        timeout = self.f.settings.idle_timeout
+        if self.tunnel is not None and self.tunnel.upstream is not None:
+            quiet = reactor.seconds() - self.tunnel.last_activity
+            if quiet >= timeout:
+                self.closing = True
+                self.transport.loseConnection()
+                return
+        elif self.exchange is not None or self.tunnel is not None:
+            quiet = 0.0  # an exchange times itself; a tunnel being set up has its own timers
+        else:
+            quiet = reactor.seconds() - self.idle_since
+            if quiet >= timeout:
+                if self.buffer.strip(b"\r\n"):
+                    self.refuse(HttpError(f"request head not complete within {timeout:g}s",
+                                          status=408))
+                else:
+                    self.closing = True
+                    self.transport.loseConnection()
+                return
+        self.idle_timer = reactor.callLater(max(timeout - quiet, 0.01), self._idle_check)
 
     def dataReceived(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -119,17 +169,14 @@ class MasterProtocol(Protocol):
 
     def _next_head(self) -> bool:
         buffer = self.buffer.lstrip(b"\r\n") if self.buffer[:1] in (b"\r", b"\n") else self.buffer
-        end = buffer.find(b"\r\n\r\n")
-        skip = 4
-        if end < 0:
-            end = buffer.find(b"\n\n")
-            skip = 2
-        if end < 0:
+        found = http1.find_head_end(buffer)
+        if found is None or found[0] > http1.MAX_HEAD_BYTES:
             self.buffer = buffer
             if len(buffer) > http1.MAX_HEAD_BYTES:
                 self.refuse(HttpError("request head too large", status=431))
             return False
-        head_block, self.buffer = buffer[:end], buffer[end + skip:]
+        end, body_start = found
+        head_block, self.buffer = buffer[:end], buffer[body_start:]
         try:
             head = http1.parse_request_head(head_block)
         except HttpError as exc:
@@ -152,6 +199,7 @@ class MasterProtocol(Protocol):
 
     def exchange_done(self, *, keep_alive: bool) -> None:
         self.exchange = None
+        self.idle_since = self.f.reactor.seconds()
         if not keep_alive:
             self.closing = True
             self.transport.loseConnection()
@@ -162,6 +210,9 @@ class MasterProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closing = True
+        timer, self.idle_timer = self.idle_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             exchange.client_lost()
@@ -228,6 +279,7 @@ class Exchange:
         self.reused_connection = False
         self.upstream_reusable = True
         self.inflight_name: str | None = None
+        self.session: str | None = None
 
     # --- request side ------------------------------------------------------------------
 
@@ -235,9 +287,9 @@ class Exchange:
         client = self.client
         client.exchange = self
         head = self.head
+        credentials = parse_basic(head.get(b"proxy-authorization"))
         try:
-            if self.f.auth is not None and not self.f.auth.check(
-                    parse_basic(head.get(b"proxy-authorization"))):
+            if self.f.auth is not None and not self.f.auth.check(credentials):
                 raise HttpError("proxy authentication required", status=407, code="auth")
             self.target = request_target(method=head.method, target=head.target,
                                          location=head.get(b"location"))
@@ -250,11 +302,15 @@ class Exchange:
         if b"close" in http1.connection_tokens(head.headers):
             self.keep_alive = False
         if self.body_kind == http1.CHUNKED:
-            self.body_reader = http1.ChunkedReader()
+            self.body_reader = http1.ChunkedReader(strict=True)
         self.reading_body = self.body_kind != http1.NO_BODY
         self.request_bytes = self._request_head_bytes()
         self.f.pool.activity()
         pinned = _header_text(head.get(http1.PROXYNAME_HEADER))
+        if credentials is not None and credentials.session is not None:
+            self.session = credentials.session
+            if pinned is None:
+                pinned = self.f.sessions.get(self.session)
         endpoint = self.f.chooser.choose(domain=self.target.host, pinned=pinned)
         if endpoint is None:
             self._wait_for_instance(pinned)
@@ -306,6 +362,8 @@ class Exchange:
 
     def dispatch(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        if self.session is not None:
+            self.f.sessions.pin(self.session, endpoint.name)
         self.f.pool.acquire(endpoint.name)
         self.inflight_name = endpoint.name
         target = self.target
@@ -352,6 +410,8 @@ class Exchange:
         chunk = data if used == len(data) else data[:used]
         write_now(self.upstream.transport, chunk)
         self.bytes_up += used
+        # An upload in progress is activity: the idle timer must not cut it.
+        self.last_activity = self.f.reactor.seconds()
         if done:
             self.reading_body = False
             self.upstream.transport.unregisterProducer()
@@ -369,18 +429,19 @@ class Exchange:
     def _response_head(self, data: bytes) -> None:
         buffer = self.response_head_buffer + data
         while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
+            found = http1.find_head_end(buffer)
+            if found is None or found[0] > http1.MAX_HEAD_BYTES:
                 self.response_head_buffer = buffer
                 if len(buffer) > http1.MAX_HEAD_BYTES:
                     self.respond_error(HttpError("response head too large", status=502, code="upstream"))
                 return
+            end, body_start = found
             try:
                 head = http1.parse_response_head(buffer[:end])
             except HttpError as exc:
                 self.respond_error(exc)
                 return
-            buffer = buffer[end + 4:]
+            buffer = buffer[body_start:]
             if 100 <= head.status < 200:
                 if head.status == 101:
                     self.respond_error(HttpError("protocol upgrades are not proxied",
@@ -500,8 +561,13 @@ class Exchange:
         self.abort_client()
 
     def _retry_stale(self, reason: Failure) -> bool:
-        """A reused keep-alive connection the instance had closed: retry once, fresh."""
-        if self.retried or not self.reused_connection or self.body_kind != http1.NO_BODY:
+        """A reused keep-alive connection the instance had closed: retry once, fresh.
+
+        Only idempotent requests without a body (RFC 9110 9.2.2: a proxy must not retry a
+        non-idempotent request on its own; the instance may have acted on it).
+        """
+        if (self.retried or not self.reused_connection or self.body_kind != http1.NO_BODY
+                or self.head.method not in _IDEMPOTENT):
             return False
         self.retried = True
         self._release_instance()
@@ -675,6 +741,7 @@ class TunnelRelay:
         self.early = b""
         self.done = False
         self.started_at = time.monotonic()
+        self.last_activity = client.f.reactor.seconds()
         self.bytes_up = 0
         self.bytes_down = 0
         self.acquired = False
@@ -716,7 +783,7 @@ class TunnelRelay:
     def dispatch(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         if self.session is not None:
-            self.f.sessions[self.session] = endpoint.name
+            self.f.sessions.pin(self.session, endpoint.name)
         self.f.pool.acquire(endpoint.name)
         self.acquired = True
         self.client.transport.pauseProducing()
@@ -731,6 +798,7 @@ class TunnelRelay:
             return
         self.upstream = connection
         connection.handler = self
+        self.last_activity = self.f.reactor.seconds()
         self.f.pool.served(self.endpoint.name)
         client_transport = self.client.transport
         client_transport.write(connect_established(self.endpoint.name))
@@ -766,10 +834,12 @@ class TunnelRelay:
             self.early += data
             return
         self.bytes_up += len(data)
+        self.last_activity = self.f.reactor.seconds()
         write_now(self.upstream.transport, data)
 
     def upstream_data(self, data: bytes) -> None:
         self.bytes_down += len(data)
+        self.last_activity = self.f.reactor.seconds()
         write_now(self.client.transport, data)
 
     def upstream_lost(self, reason: Failure) -> None:
@@ -806,7 +876,8 @@ class TunnelRelay:
                             bytes_out=bytes_up, duration=duration)
         if self.f.settings.access_log:
             log_request(client=self.client.transport.getPeer(), method=b"CONNECT",
-                        target=f"{self.host}:{self.port}".encode(), instance=instance,
+                        target=(f"[{self.host}]:{self.port}" if ":" in self.host
+                                else f"{self.host}:{self.port}").encode(), instance=instance,
                         status=status, error=error, bytes_up=bytes_up, bytes_down=bytes_down,
                         duration=duration)
 
@@ -818,11 +889,16 @@ class TunnelRelay:
 
 def log_request(*, client: Any, method: bytes, target: bytes, instance: str | None, status: int,
                 error: str | None, bytes_up: int, bytes_down: int, duration: float) -> None:
-    """The access log line; never the scraper's credentials (they are not in the target)."""
+    """The access log line; never credentials, even in a target the master refused."""
+    shown = _USERINFO.sub(rb"\1***@", target[:300]).decode("latin-1")
     access_log.info("%s %s %s via=%s status=%d error=%s up=%d down=%d ms=%.1f",
-                    getattr(client, "host", "?"), method.decode("latin-1"),
-                    target[:300].decode("latin-1"), instance or "-", status, error or "-",
-                    bytes_up, bytes_down, duration * 1000)
+                    getattr(client, "host", "?"), method.decode("latin-1"), shown,
+                    instance or "-", status, error or "-", bytes_up, bytes_down,
+                    duration * 1000)
+
+
+# ``scheme://user:password@`` in a raw request target.
+_USERINFO = re.compile(rb"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
 
 
 def _header_text(value: bytes | None) -> str | None:

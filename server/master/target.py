@@ -8,9 +8,40 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from dataclasses import dataclass
 
 from .http1 import HttpError
+
+
+# What a host name may hold (letters, digits, dots, hyphens; underscores, which real DNS
+# names do carry). Anything else is refused here rather than by an instance, with a 502.
+_REG_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def canonical_host(host: str) -> str:
+    """The one spelling of ``host`` that allow/deny rules are matched against.
+
+    Lower case, without the trailing dot of a fully qualified name, and an IPv4 address in
+    dotted quad however the client wrote it: ``127.1``, ``2130706433`` and ``0x7f.0.0.1`` are
+    all 127.0.0.1 to the instance resolving them (``inet_aton`` reading), and so to the rules.
+    IPv4-mapped IPv6 (``::ffff:127.0.0.1``) is the IPv4 address.
+    """
+    host = host.lower().rstrip(".")
+    if ":" in host:
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return host
+        mapped = address.ipv4_mapped
+        return str(mapped) if mapped is not None else address.compressed
+    if host[:1].isdigit():
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            return host
+    return host
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +79,7 @@ def parse_authority(authority: bytes, *, default_port: int | None) -> tuple[str,
         host, sep, port_text = text.partition(":")
         if not sep:
             port_text = ""
-        if not host or any(c in host for c in "/?#[]\\"):
+        if not host or not _REG_NAME.fullmatch(host):
             raise HttpError(f"malformed host {text!r}")
     if port_text:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:

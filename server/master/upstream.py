@@ -19,7 +19,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
 from ..models import Endpoint
-from .http1 import HttpError, parse_response_head
+from .http1 import HttpError, find_head_end, parse_response_head
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,14 @@ class UpstreamConnection(Protocol):
 
     def _tunnel_reply(self, data: bytes) -> None:
         self._handshake += data
-        end = self._handshake.find(b"\r\n\r\n")
-        if end < 0:
+        found = find_head_end(self._handshake)
+        if found is None or found[0] > 16384:
             if len(self._handshake) > 16384:
                 self._fail(UpstreamFailure("instance sent an oversized CONNECT reply",
                                            instance_fault=True))
             return
-        head, leftover = self._handshake[:end], self._handshake[end + 4:]
+        end, body_start = found
+        head, leftover = self._handshake[:end], self._handshake[body_start:]
         self._handshake = b""
         try:
             status = parse_response_head(head).status

@@ -4,13 +4,15 @@ What a scraper sees: statuses, headers, bytes, and which instance (egress addres
 """
 from __future__ import annotations
 
+import base64
 import json
 import socket
 
+import pytest
 import requests
 
 from scrapoxy_server.models import Address, Endpoint
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 
 def raw_exchange(port: int, payload: bytes, *, timeout: float = 10.0) -> bytes:
@@ -174,7 +176,8 @@ def test_scraper_auth_407_without_credentials_and_200_with(start_master, origin)
 def test_stats_count_requests_per_instance(master, origin):
     for _ in range(3):
         requests.get(f"{origin.url}/headers", proxies=master.proxies, timeout=10)
-    assert master.stats.total.requests == 3
+    # The answer leaves before the master's bookkeeping of it ends.
+    wait_until(lambda: master.stats.total.requests == 3, timeout=5, message="3 recorded")
     assert sum(c.requests for c in master.stats.per_instance.values()) == 3
 
 
@@ -205,6 +208,36 @@ def test_allow_and_deny_host_patterns_refuse_with_403_forbidden(start_master, or
     other = start_master(allow=("*.example",))
     response = requests.get(f"{origin.url}/headers", proxies=other.proxies, timeout=10)
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("spelling", ["127.1", "2130706433", "0x7f.0.0.1", "127.0.0.1.",
+                                      "[::ffff:127.0.0.1]"])
+def test_deny_rules_hold_whatever_spelling_the_client_uses_for_the_host(start_master, origin,
+                                                                         spelling):
+    master = start_master(deny=("127.0.0.1",))
+    mark = origin.mark()
+    raw = raw_exchange(master.port, f"GET http://{spelling}:{origin.port}/headers HTTP/1.1\r\n"
+                                     f"Host: x\r\nConnection: close\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 403"), raw[:200]
+    connect = raw_exchange(master.port, f"CONNECT {spelling}:{origin.port} HTTP/1.1\r\n\r\n".encode())
+    assert connect.startswith(b"HTTP/1.1 403")
+    assert origin.since(mark) == []
+
+
+def test_host_patterns_match_without_regard_to_case_or_a_trailing_dot(start_master, origin):
+    master = start_master(deny=("*.Example.COM",))
+    for host in ("www.example.com", "WWW.EXAMPLE.COM.", "a.b.example.com"):
+        raw = raw_exchange(master.port, f"GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n"
+                                         "Connection: close\r\n\r\n".encode())
+        assert raw.startswith(b"HTTP/1.1 403"), host
+
+
+@pytest.mark.parametrize("target", ["CONNECT !!!:443", "GET http://a!b.example/",
+                                    "GET http://exa$mple.com/", "CONNECT a,b:443"])
+def test_junk_host_names_are_400_from_the_master_not_502_from_an_instance(master, target):
+    raw = raw_exchange(master.port, f"{target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
+    assert b"x-scrapoxy-error: bad_request" in raw
 
 
 def test_answers_and_tunnels_relayed_count_as_evidence_the_instance_works(master, origin,
@@ -258,3 +291,54 @@ def test_unreachable_target_behind_a_scrapoxy_instance_reads_like_a_master_error
     body = response.json()
     assert body["error"] == "upstream" and f"127.0.0.1:{port}" in body["message"]
     assert failures == []  # the instance answered: the target is at fault
+
+
+def _session_proxies(master, token: str) -> dict[str, str]:
+    url = f"http://%3Bsession%3D{token}:x@127.0.0.1:{master.port}"
+    return {"http": url, "https": url}
+
+
+def test_a_session_token_in_the_proxy_username_pins_every_mode(master, origin, tls_origin):
+    """``;session=TOKEN`` (no scraper auth) keeps plain http, https by header and CONNECT on
+    the instance the session started on; another token is free to go elsewhere."""
+    names = set()
+    for token in ("alpha", "beta"):
+        proxies = _session_proxies(master, token)
+        seen = set()
+        for _ in range(4):
+            plain = requests.get(f"{origin.url}/headers", proxies=proxies, timeout=10)
+            seen.add(plain.headers["x-cache-proxyname"])
+            url = f"{tls_origin.url}/headers"
+            by_header = requests.get(url.replace("https://", "http://"), proxies=proxies,
+                                     headers={"Location": url}, timeout=10)
+            seen.add(by_header.headers["x-cache-proxyname"])
+        tunnel = raw_exchange(master.port, (
+            f"CONNECT {tls_origin.netloc} HTTP/1.1\r\nProxy-Authorization: Basic "
+            + base64.b64encode(f";session={token}:x".encode()).decode() + "\r\n\r\n").encode(),
+            timeout=1.0)
+        seen.add(tunnel.split(b"x-cache-proxyname: ")[1].split(b"\r\n")[0].decode())
+        assert len(seen) == 1, (token, seen)
+        names |= seen
+    assert len(names) == 2  # the second session started on the next instance
+
+
+def test_session_pins_are_bounded_and_forget_the_least_recently_used():
+    from scrapoxy_server.master.chooser import SessionPins
+
+    pins = SessionPins(limit=3)
+    for token in ("a", "b", "c"):
+        pins.pin(token, f"p-{token}")
+    assert pins.get("a") == "p-a"  # a is now the most recently used
+    pins.pin("d", "p-d")
+    assert pins.get("b") is None and pins.get("a") == "p-a" and len(pins) == 3
+
+
+def test_the_access_log_never_shows_credentials_of_a_refused_target(start_master, caplog):
+    master = start_master(access_log=True)
+    with caplog.at_level("INFO", logger="scrapoxy.access"):
+        raw = raw_exchange(master.port, b"GET http://bob:hunter2@127.0.0.1:9/ HTTP/1.1\r\n"
+                                         b"Host: x\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400")
+    lines = [r.getMessage() for r in caplog.records if r.name == "scrapoxy.access"]
+    assert len(lines) == 1 and "hunter2" not in lines[0] and "bob" not in lines[0]
+    assert "http://***@127.0.0.1:9/" in lines[0]

@@ -8,6 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 import requests
 
 from scrapoxy_server.models import Address, Endpoint
@@ -188,9 +189,9 @@ def test_connections_to_an_instance_are_reused_across_requests_and_clients(start
         server.shutdown()
 
 
-def test_a_pooled_connection_the_instance_dropped_is_retried_on_a_fresh_one(start_master, origin):
-    """The instance answers once, then drops the kept-alive connection when the next request
-    arrives (its idle timeout raced ours): the scraper must not see an error."""
+def _drops_second_request_on_reused_connection() -> tuple[socket.socket, list]:
+    """An instance that answers once, then drops the kept-alive connection when the next
+    request arrives (its idle timeout raced ours); fresh connections are answered."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -213,15 +214,41 @@ def test_a_pooled_connection_the_instance_dropped_is_retried_on_a_fresh_one(star
                 sock.close()
 
     threading.Thread(target=serve, daemon=True).start()
+    return server, accepted
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE"])
+def test_a_pooled_connection_the_instance_dropped_is_retried_on_a_fresh_one(start_master, origin,
+                                                                            method):
+    """The scraper of an idempotent request must not see an error."""
+    server, accepted = _drops_second_request_on_reused_connection()
     try:
         master = start_master(endpoints=[Endpoint("pk", Address("127.0.0.1", server.getsockname()[1]))])
         first = requests.get(f"{origin.url}/a", proxies=master_proxies(master), timeout=10)
-        second = requests.get(f"{origin.url}/b", proxies=master_proxies(master), timeout=10)
+        second = requests.request(method, f"{origin.url}/b", proxies=master_proxies(master),
+                                  timeout=10)
     finally:
         server.close()
     assert (first.status_code, first.text) == (200, "ok")
-    assert (second.status_code, second.text) == (200, "ok")
+    assert second.status_code == 200
     assert len(accepted) == 2
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_a_non_idempotent_request_on_a_dropped_connection_is_not_retried(start_master, origin,
+                                                                         method):
+    """RFC 9110 9.2.2: the instance may have acted on it; the scraper decides."""
+    server, accepted = _drops_second_request_on_reused_connection()
+    try:
+        master = start_master(endpoints=[Endpoint("pk", Address("127.0.0.1", server.getsockname()[1]))])
+        requests.get(f"{origin.url}/a", proxies=master_proxies(master), timeout=10)
+        second = requests.request(method, f"{origin.url}/b", proxies=master_proxies(master),
+                                  timeout=10)
+    finally:
+        server.close()
+    assert second.status_code == 502
+    assert second.headers["x-scrapoxy-error"] == "upstream"
+    assert len(accepted) == 1
 
 
 def master_proxies(master) -> dict[str, str]:
