@@ -1,11 +1,13 @@
 """Small helpers shared by tests: free ports, the reactor thread handle, waiting with deadlines."""
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pytest
 from twisted.internet import threads
 
 T = TypeVar("T")
@@ -40,3 +42,15 @@ def wait_until(predicate: Callable[[], T], *, timeout: float = 20.0, interval: f
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+REQUIRE_ALL = "SCRAPOXY_TEST_REQUIRE_ALL"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test whose real component (tinyproxy, squid, chromium) is missing, unless the
+    run says every component is there (CI sets ``SCRAPOXY_TEST_REQUIRE_ALL=1`` after it has
+    installed them): then a missing one is a failure, not a quiet skip."""
+    if os.environ.get(REQUIRE_ALL) == "1":
+        pytest.fail(f"{reason} (and {REQUIRE_ALL}=1)")
+    pytest.skip(reason)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import skip_or_fail
+
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "gui"
 CHROMIUM_FLAGS = [
@@ -32,7 +34,7 @@ def browser_page() -> Iterator[object]:
     sync_api = pytest.importorskip("playwright.sync_api")
     executable = _chromium()
     if executable is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+        skip_or_fail("Debian's chromium is not installed (apt-get install chromium)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     profile = tempfile.mkdtemp(prefix="scrapoxy-gui-")
     try:

@@ -1,10 +1,6 @@
 """Pytest fixtures of the lab.
 
-A test folder that needs them adds a ``conftest.py`` with::
-
-    from tests.lab.fixtures import *  # noqa: F401,F403
-
-Session-scoped (one per run, shared; use ``origin.mark()``/``origin.since(mark)`` to look only
+``tests/conftest.py`` makes them available to every test. Session-scoped (one per run, shared; use ``origin.mark()``/``origin.since(mark)`` to look only
 at a test's own requests): ``lab_ca``, ``lab_cert``, ``origin``, ``tls_origin``, ``origin6``,
 ``tinyproxy_instance``, ``squid_instance``. Function-scoped: ``stock_proxies`` (a factory that
 starts more tinyproxy/squid instances and stops them after the test) and ``server_factory``
@@ -25,6 +21,7 @@ from tests.lab.instances import ProxyStartError, StockProxy, start_squid, start_
 from tests.lab.origin import Origin
 from tests.lab.server import ScrapoxyServer, start_server
 from tests.lab.tls import LabCA, ServerCert
+from tests.support import skip_or_fail
 
 __all__ = [
     "lab_ca", "lab_cert", "origin", "tls_origin", "origin6", "tinyproxy_instance",
@@ -78,7 +75,7 @@ def _start_or_skip(start: Callable[..., StockProxy], **kwargs: Any) -> StockProx
         return start(**kwargs)
     except ProxyStartError as exc:
         if "not installed" in str(exc):
-            pytest.skip(str(exc))
+            skip_or_fail(str(exc))
         raise
 
 

@@ -5,7 +5,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import logging
+
 import pytest
+from twisted.logger import formatEvent, globalLogPublisher
 
 from scrapoxy_server.instance.proxy import InstanceSettings, listen
 from scrapoxy_server.master.auth import ScraperAuth
@@ -15,6 +18,7 @@ from scrapoxy_server.models import Address, Endpoint
 from scrapoxy_server.pool import InstancePool
 from scrapoxy_server.stats import Stats
 from tests.lab.instances import ProxyStartError, start_squid, start_tinyproxy
+from tests.support import skip_or_fail
 
 INSTANCE_SOURCES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 
@@ -76,7 +80,7 @@ def stock_endpoints() -> Iterator[Callable[[str], tuple[list[Endpoint], dict[str
                     proxy = starter(source=source)
                 except ProxyStartError as exc:
                     if "not installed" in str(exc):
-                        pytest.skip(str(exc))
+                        skip_or_fail(str(exc))
                     raise
                 processes.append(proxy)
                 endpoints.append(Endpoint(f"p{i}", Address(proxy.host, proxy.port)))
@@ -146,3 +150,23 @@ def start_master(reactor_thread: Any, instance_endpoints: Any,
 @pytest.fixture
 def master(start_master: Callable[..., Master]) -> Master:
     return start_master()
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Whatever a test throws at the master, nothing may end as a traceback or an error in
+    the log: every failure must become an answer (H03, H06, H07)."""
+    failures: list[dict] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    errors = [r.getMessage() for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not failures, [formatEvent(e) for e in failures[:3]]
+    assert not errors, errors[:3]

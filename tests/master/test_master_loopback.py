@@ -342,3 +342,29 @@ def test_the_access_log_never_shows_credentials_of_a_refused_target(start_master
     lines = [r.getMessage() for r in caplog.records if r.name == "scrapoxy.access"]
     assert len(lines) == 1 and "hunter2" not in lines[0] and "bob" not in lines[0]
     assert "http://***@127.0.0.1:9/" in lines[0]
+
+
+def test_ipv6_literal_targets_work_in_every_mode(master, origin6):
+    url = f"{origin6.url}/headers"
+    plain = requests.get(url, proxies=master.proxies, timeout=10)
+    assert plain.status_code == 200
+    assert plain.json()["path"] == "/headers"
+    tunnel = raw_exchange(master.port, f"CONNECT {origin6.netloc} HTTP/1.1\r\n\r\n".encode(),
+                          timeout=1.0)
+    assert tunnel.startswith(b"HTTP/1.1 200")
+
+
+def test_expect_100_continue_is_relayed_before_the_body_is_sent(master, origin):
+    with socket.create_connection(("127.0.0.1", master.port), timeout=10) as sock:
+        sock.sendall(f"POST {origin.url}/echo HTTP/1.1\r\nHost: {origin.netloc}\r\n"
+                     "Content-Length: 5\r\nExpect: 100-continue\r\n\r\n".encode())
+        interim = sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(b"hello")
+        answer = b""
+        while not answer.endswith(b"hello"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
