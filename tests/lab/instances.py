@@ -27,6 +27,7 @@ from tests.support import free_port, wait_until
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 SQUID = shutil.which("squid") or "/usr/sbin/squid"
+SQUID_HELPERS = "/usr/lib/squid"
 
 
 class ProxyStartError(RuntimeError):
@@ -122,17 +123,30 @@ def start_tinyproxy(*, source: str, host: str = "127.0.0.1", username: str | Non
     )
 
 
-def start_squid(*, source: str, host: str = "127.0.0.1", timeout: float = 20.0) -> StockProxy:
-    """Run squid on a free port of ``host``, egressing from ``source``, with no cache."""
+def start_squid(*, source: str, host: str = "127.0.0.1", username: str | None = None,
+                password: str | None = None, timeout: float = 20.0) -> StockProxy:
+    """Run squid on a free port of ``host``, egressing from ``source``, with no cache; with
+    ``username``/``password``, only clients with those Basic credentials are served."""
     if not os.path.exists(SQUID):
         raise ProxyStartError("squid is not installed")
     workdir = _workdir("squid", user="proxy")
     port = free_port(host)
+    if username is not None:
+        hashed = subprocess.run(["openssl", "passwd", "-1", password], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        passwd = workdir / "passwd"
+        passwd.write_text(f"{username}:{hashed}\n")
+        passwd.chmod(0o644)
+        access = [f"auth_param basic program {SQUID_HELPERS}/basic_ncsa_auth {passwd}",
+                  "auth_param basic realm lab", "acl authed proxy_auth REQUIRED",
+                  "http_access allow authed", "http_access deny all"]
+    else:
+        # Loopback-only lab: every client may use every method to every port (CONNECT included).
+        access = ["http_access allow all"]
     lines = [
         f"http_port {host}:{port}",
         "visible_hostname lab-squid",
-        # Loopback-only lab: every client may use every method to every port (CONNECT included).
-        "http_access allow all",
+        *access,
         f"tcp_outgoing_address {source}",
         "via off",
         "forwarded_for delete",
@@ -160,7 +174,7 @@ def start_squid(*, source: str, host: str = "127.0.0.1", timeout: float = 20.0) 
     config.write_text("\n".join(lines) + "\n")
     return _launch(
         kind="squid", command=[SQUID, "-N", "-f", str(config)], host=host, port=port,
-        source=source, workdir=workdir, username=None, password=None, timeout=timeout,
+        source=source, workdir=workdir, username=username, password=password, timeout=timeout,
     )
 
 

@@ -72,11 +72,12 @@ def test_h01_wrong_or_missing_credentials_get_407_and_no_instance_is_used(
     assert master.stats.per_instance == {}
 
 
+@pytest.mark.parametrize("kind, source", [("tinyproxy", "127.0.0.41"), ("squid", "127.0.0.42")])
 def test_h01_instance_credentials_are_sent_on_every_mode(start_master, stock_proxies, origin,
-                                                         tls_origin, lab_ca):
+                                                         tls_origin, lab_ca, kind, source):
     from scrapoxy_server.models import Address, Credentials, Endpoint
 
-    guarded = stock_proxies("tinyproxy", source="127.0.0.41", username="inst", password="s3cret")
+    guarded = stock_proxies(kind, source=source, username="inst", password="s3cret")
     endpoint = Endpoint("pa", Address(guarded.host, guarded.port), Credentials("inst", "s3cret"))
     master = start_master(endpoints=[endpoint], auth=("u", "p"))
     mark = origin.mark()
@@ -92,6 +93,12 @@ def test_h01_instance_credentials_are_sent_on_every_mode(start_master, stock_pro
         connection.send(get(host_of(tls_origin.url), f"Proxy-Authorization: {AUTH}",
                             method="CONNECT"))
         assert connection.read_response(method="CONNECT").status == 200
+    # The control: without the instance's credentials the same proxy refuses every mode.
+    bare = start_master(endpoints=[Endpoint("pa", Address(guarded.host, guarded.port))])
+    refused = request(bare.port, get(f"{origin.url}/headers", f"Host: {host_of(origin.url)}"))
+    assert refused.status in (401, 407)  # tinyproxy says 401
+    tunnel = request(bare.port, get(tls_url, f"Host: {host_of(tls_origin.url)}"))
+    assert tunnel.status == 502 and "refused CONNECT" in json.loads(tunnel.body)["message"]
 
 
 # --- H02 ---------------------------------------------------------------------------------
