@@ -15,6 +15,13 @@ MAX_CHUNK_LINE = 4096
 # (request smuggling and header injection both start there).
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
+_HEADER_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*?"
+# A whole header section, each line ending in LF (CRLF or bare LF): validated in one match,
+# pairs extracted in one findall. Same rules as _HEADER_LINE, line by line.
+_HEADER_PAIRS = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _HEADER_VALUE + rb")[ \t]*\r?\n")
+_HEADER_SECTION = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*" + _HEADER_VALUE + rb"[ \t]*\r?\n)*")
+# Any visible byte (and obs-text); no space, control or DEL.
+_REQUEST_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _METHOD = re.compile(_TOKEN)
 _VERSION = re.compile(rb"HTTP/1\.[01]")
 # chunk-size [ chunk-ext ]: hex digits, then ;name[=token|quoted-string] with optional spaces.
@@ -92,41 +99,61 @@ def _split_lines(block: bytes) -> list[bytes]:
     return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
-def _parse_headers(lines: list[bytes]) -> Headers:
-    headers: Headers = []
-    for line in lines:
-        match = _HEADER_LINE.fullmatch(line)
-        if match is None:
+def _parse_headers(section: bytes) -> Headers:
+    """The header lines after the start line (line ends CRLF or LF, the last one optional).
+
+    On the hot path: one C-level match validates the whole section and one extracts every
+    pair; only a refused section is walked line by line, to name the bad line.
+    """
+    if not section:
+        return []
+    if not section.endswith(b"\n"):
+        section += b"\n"
+    if _HEADER_SECTION.fullmatch(section) is not None:
+        return _HEADER_PAIRS.findall(section)
+    for line in _split_lines(section[:-1]):
+        if _HEADER_LINE.fullmatch(line) is None:
             if line[:1] in (b" ", b"\t"):
                 raise HttpError("obsolete header line folding is not accepted")
             raise HttpError(f"malformed header line {_show(line)}")
-        headers.append((match.group(1), match.group(2)))
-    return headers
+    raise HttpError("malformed header section")  # unreachable: some line must have failed
+
+
+def _start_line(block: bytes) -> tuple[bytes, bytes]:
+    """(start line without its line end, the header section after it)."""
+    newline = block.find(b"\n")
+    if newline < 0:
+        line, section = block, b""
+    else:
+        line, section = block[:newline], block[newline + 1:]
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    return line, section
 
 
 def parse_request_head(block: bytes) -> RequestHead:
     """Parse a request head (without the final empty line)."""
-    lines = _split_lines(block)
-    parts = lines[0].split(b" ")
+    line, section = _start_line(block)
+    parts = line.split(b" ")
     if len(parts) != 3:
-        raise HttpError(f"malformed request line {_show(lines[0])}")
+        raise HttpError(f"malformed request line {_show(line)}")
     method, target, version = parts
     if not _METHOD.fullmatch(method):
         raise HttpError(f"malformed method {_show(method)}")
     if not _VERSION.fullmatch(version):
         raise HttpError(f"unsupported HTTP version {_show(version)}", status=505)
-    if not target or any(b < 0x21 or b == 0x7F for b in target):
+    if not _REQUEST_TARGET.fullmatch(target):
         raise HttpError("malformed request target")
-    return RequestHead(method, target, version, _parse_headers(lines[1:]))
+    return RequestHead(method, target, version, _parse_headers(section))
 
 
 def parse_response_head(block: bytes) -> ResponseHead:
-    lines = _split_lines(block)
-    match = _STATUS_LINE.fullmatch(lines[0])
+    line, section = _start_line(block)
+    match = _STATUS_LINE.fullmatch(line)
     if match is None:
-        raise HttpError(f"malformed status line {_show(lines[0])}", status=502, code="upstream")
+        raise HttpError(f"malformed status line {_show(line)}", status=502, code="upstream")
     try:
-        headers = _parse_headers(lines[1:])
+        headers = _parse_headers(section)
     except HttpError as exc:
         raise HttpError(exc.message, status=502, code="upstream") from None
     return ResponseHead(match.group(1), int(match.group(2)), match.group(3) or b"", headers)
@@ -169,16 +196,18 @@ def _transfer_codings(headers: Headers) -> list[bytes] | None:
     return codings
 
 
-def _content_length(headers: Headers, error: HttpError) -> int | None:
+def _content_length(headers: Headers, *, upstream: bool) -> int | None:
     length: int | None = None
     for name, value in headers:
         if name.lower() == b"content-length":
             for item in value.split(b","):
                 item = item.strip()
-                if not item.isdigit() or len(item) > 18:
-                    raise error
-                if length is not None and int(item) != length:
-                    raise error
+                if not item.isdigit() or len(item) > 18 or (
+                        length is not None and int(item) != length):
+                    if upstream:
+                        raise HttpError("invalid Content-Length from upstream", status=502,
+                                        code="upstream")
+                    raise HttpError("invalid Content-Length")
                 length = int(item)
     return length
 
@@ -194,7 +223,7 @@ def request_framing(head: RequestHead) -> tuple[int, int]:
         if head.get(b"content-length") is not None:
             raise HttpError("both Content-Length and Transfer-Encoding are set")
         return CHUNKED, 0
-    length = _content_length(head.headers, HttpError("invalid Content-Length"))
+    length = _content_length(head.headers, upstream=False)
     if length is None or length == 0:
         return NO_BODY, 0
     return LENGTH, length
@@ -210,9 +239,7 @@ def response_framing(head: ResponseHead, *, request_method: bytes) -> tuple[int,
         if codings and codings[-1] == b"chunked":
             return CHUNKED, 0
         return UNTIL_CLOSE, 0
-    length = _content_length(
-        head.headers, HttpError("invalid Content-Length from upstream", status=502, code="upstream")
-    )
+    length = _content_length(head.headers, upstream=True)
     if length is None:
         return UNTIL_CLOSE, 0
     if length == 0:

@@ -115,9 +115,10 @@ class MasterProtocol(Protocol):
         self.idle_timer = reactor.callLater(self.f.settings.idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
-        """One timer per connection: between requests, the next head must arrive whole
-        within ``idle_timeout`` (slow heads and forgotten keep-alives are closed); a CONNECT
-        tunnel silent both ways that long is closed. Exchanges time themselves."""
+        """The connection's one timer, for everything idle on it: between requests, the next
+        head must arrive whole within ``idle_timeout`` (slow heads and forgotten keep-alives
+        are closed); an exchange whose instance or target is silent that long ends (504, or
+        a cut once the response started); so does a CONNECT tunnel silent both ways."""
         self.idle_timer = None
         if self.closing:
             return
@@ -129,8 +130,13 @@ class MasterProtocol(Protocol):
                 self.closing = True
                 self.transport.loseConnection()
                 return
+        elif self.exchange is not None and self.exchange.upstream is not None:
+            quiet = reactor.seconds() - self.exchange.last_activity
+            if quiet >= timeout:
+                self.exchange.idle_out()
+                return
         elif self.exchange is not None or self.tunnel is not None:
-            quiet = 0.0  # an exchange times itself; a tunnel being set up has its own timers
+            quiet = 0.0  # waiting for an instance or a connection: those have their own timers
         else:
             quiet = reactor.seconds() - self.idle_since
             if quiet >= timeout:
@@ -247,6 +253,15 @@ class MasterProtocol(Protocol):
 
 class Exchange:
     """One request and its response, between the client and one instance."""
+
+    # One per request: slots make it cheaper to build and to read on the hot path.
+    __slots__ = ("body_kind", "body_left", "body_reader", "bytes_down", "bytes_up", "client",
+                 "endpoint", "f", "finished", "head", "inflight_name", "keep_alive",
+                 "last_activity", "pending", "reading_body", "request_bytes",
+                 "response_head_buffer", "response_kind", "response_left", "response_reader",
+                 "response_started", "response_status", "retried", "reused_connection",
+                 "session", "started_at", "target", "timer", "upstream", "upstream_reusable",
+                 "waiting")
 
     def __init__(self, client: MasterProtocol, head: http1.RequestHead) -> None:
         self.client = client
@@ -587,19 +602,13 @@ class Exchange:
     # --- timers ------------------------------------------------------------------------
 
     def touch(self) -> None:
-        reactor = self.f.reactor
-        self.last_activity = reactor.seconds()
-        if self.timer is None:
-            self.timer = reactor.callLater(self.f.settings.idle_timeout, self._idle_check)
+        # The client connection's one timer reads this (``MasterProtocol._idle_check``): no
+        # timer is made and cancelled per request.
+        self.last_activity = self.f.reactor.seconds()
 
-    def _idle_check(self) -> None:
-        self.timer = None
+    def idle_out(self) -> None:
+        """Nothing came from the instance or the target for ``idle_timeout`` seconds."""
         if self.finished:
-            return
-        idle_for = self.f.reactor.seconds() - self.last_activity
-        left = self.f.settings.idle_timeout - idle_for
-        if left > 0.001:
-            self.timer = self.f.reactor.callLater(left, self._idle_check)
             return
         if self.response_started:
             self.abort_client()
@@ -713,7 +722,7 @@ class Exchange:
         instance = self.endpoint.name if self.endpoint is not None else None
         self.f.stats.record(instance=instance, status=status, error=error,
                             bytes_in=self.bytes_down, bytes_out=self.bytes_up, duration=duration)
-        if self.f.settings.access_log:
+        if self.f.settings.access_log and access_log.isEnabledFor(logging.INFO):
             target = self.target
             shown = (b"https://" + target.authority + target.path if target.tls else target.absolute
                      ) if target is not None else self.head.target
@@ -874,7 +883,7 @@ class TunnelRelay:
         instance = self.endpoint.name if self.endpoint else None
         self.f.stats.record(instance=instance, status=status, error=error, bytes_in=bytes_down,
                             bytes_out=bytes_up, duration=duration)
-        if self.f.settings.access_log:
+        if self.f.settings.access_log and access_log.isEnabledFor(logging.INFO):
             log_request(client=self.client.transport.getPeer(), method=b"CONNECT",
                         target=(f"[{self.host}]:{self.port}" if ":" in self.host
                                 else f"{self.host}:{self.port}").encode(), instance=instance,

@@ -18,6 +18,7 @@ from .http1 import HttpError
 # What a host name may hold (letters, digits, dots, hyphens; underscores, which real DNS
 # names do carry). Anything else is refused here rather than by an instance, with a 502.
 _REG_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")
 
 
 def canonical_host(host: str) -> str:
@@ -60,7 +61,7 @@ class Target:
 
 def parse_authority(authority: bytes, *, default_port: int | None) -> tuple[str, int]:
     """``host[:port]`` (IPv6 in brackets) -> (host, port); HttpError when malformed."""
-    if not authority or any(c < 0x21 or c > 0x7E for c in authority) or b"@" in authority:
+    if not _VISIBLE_ASCII.fullmatch(authority) or b"@" in authority:
         raise HttpError(f"malformed host {authority[:80].decode('latin-1')!r}")
     text = authority.decode("ascii")
     if text.startswith("["):
