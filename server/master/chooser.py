@@ -6,6 +6,8 @@ scraper holding a few keep-alive connections still rotates over the whole pool.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 from ..models import Endpoint
 from ..pool import InstancePool
@@ -64,3 +66,64 @@ class SessionPins:
 
     def __len__(self) -> int:
         return len(self._names)
+
+
+class InstanceWait:
+    """A request held while the pool wakes (``wait_for_instance``): ``on_chosen(endpoint)``
+    once an instance is routable, or ``on_none()`` when ``seconds`` pass first. The client
+    keeps being read meanwhile, so one that hangs up is noticed and ``cancel()`` drops this.
+    """
+
+    def __init__(self, *, reactor: Any, pool: InstancePool, chooser: InstanceChooser,
+                 seconds: float, domain: str, pinned: str | None,
+                 on_chosen: Callable[[Endpoint], None], on_none: Callable[[], None]) -> None:
+        self._chooser = chooser
+        self._domain = domain
+        self._pinned = pinned
+        self._on_chosen = on_chosen
+        self._on_none = on_none
+        self._alive = pool.wait_alive()
+        self._timer = reactor.callLater(seconds, self._expired)
+        self._alive.addCallbacks(self._woken, lambda failure: None)
+
+    def _woken(self, _: object) -> None:
+        self._alive = None
+        self._stop_timer()
+        endpoint = self._chooser.choose(domain=self._domain, pinned=self._pinned)
+        if endpoint is None:
+            self._on_none()
+        else:
+            self._on_chosen(endpoint)
+
+    def _expired(self) -> None:
+        self._timer = None
+        self.cancel()
+        self._on_none()
+
+    def cancel(self) -> None:
+        self._stop_timer()
+        alive, self._alive = self._alive, None
+        if alive is not None:
+            alive.cancel()
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+
+def choose_or_wait(*, reactor: Any, pool: InstancePool, chooser: InstanceChooser,
+                   seconds: float, domain: str, pinned: str | None,
+                   on_chosen: Callable[[Endpoint], None],
+                   on_none: Callable[[], None]) -> InstanceWait | None:
+    """Call ``on_chosen`` with an instance now if one is routable (returns None); else wait
+    up to ``seconds`` for one (returns the wait, to cancel), or call ``on_none`` at once."""
+    endpoint = chooser.choose(domain=domain, pinned=pinned)
+    if endpoint is not None:
+        on_chosen(endpoint)
+        return None
+    if seconds <= 0:
+        on_none()
+        return None
+    return InstanceWait(reactor=reactor, pool=pool, chooser=chooser, seconds=seconds,
+                        domain=domain, pinned=pinned, on_chosen=on_chosen, on_none=on_none)

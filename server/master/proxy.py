@@ -3,7 +3,7 @@
 Parsing and policy live in pure helpers (``http1``, ``target``, ``auth``, ``chooser``); this
 module only moves bytes between a client connection and an instance connection, with
 back-pressure both ways (each transport is registered as the other's producer while bytes
-flow), and with one timer per exchange.
+flow), and with one timer per client connection.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -25,7 +24,7 @@ from ..stats import StatsSink
 from . import http1
 from .answers import connect_established, error_response
 from .auth import ScraperAuth, parse_basic
-from .chooser import InstanceChooser, SessionPins
+from .chooser import InstanceChooser, InstanceWait, SessionPins, choose_or_wait
 from .http1 import HttpError
 from .sockwrite import write_now
 from .target import Target, canonical_host, parse_authority, request_target
@@ -260,7 +259,7 @@ class Exchange:
                  "last_activity", "pending", "reading_body", "request_bytes",
                  "response_head_buffer", "response_kind", "response_left", "response_reader",
                  "response_started", "response_status", "retried", "reused_connection",
-                 "session", "started_at", "target", "timer", "upstream", "upstream_reusable",
+                 "session", "started_at", "target", "upstream", "upstream_reusable",
                  "waiting")
 
     def __init__(self, client: MasterProtocol, head: http1.RequestHead) -> None:
@@ -271,8 +270,7 @@ class Exchange:
         self.endpoint: Endpoint | None = None
         self.upstream: UpstreamConnection | None = None
         self.pending: PendingConnection | None = None
-        self.waiting: defer.Deferred | None = None
-        self.timer: Any = None
+        self.waiting: InstanceWait | None = None
         self.last_activity = 0.0
         self.target: Target | None = None
         self.request_bytes = b""
@@ -326,10 +324,13 @@ class Exchange:
             self.session = credentials.session
             if pinned is None:
                 pinned = self.f.sessions.get(self.session)
-        endpoint = self.f.chooser.choose(domain=self.target.host, pinned=pinned)
-        if endpoint is None:
-            self._wait_for_instance(pinned)
-            return
+        self.waiting = choose_or_wait(
+            reactor=self.f.reactor, pool=self.f.pool, chooser=self.f.chooser,
+            seconds=self.f.settings.wait_for_instance, domain=self.target.host, pinned=pinned,
+            on_chosen=self._chosen, on_none=self.no_instance)
+
+    def _chosen(self, endpoint: Endpoint) -> None:
+        self.waiting = None
         self.dispatch(endpoint)
 
     def _request_head_bytes(self) -> bytes:
@@ -343,33 +344,6 @@ class Exchange:
         elif self.body_kind == http1.LENGTH:
             parts.append(b"Content-Length: %d\r\n" % self.body_left)
         return b"".join(parts)
-
-    def _wait_for_instance(self, pinned: str | None) -> None:
-        wait = self.f.settings.wait_for_instance
-        if wait <= 0:
-            self.no_instance()
-            return
-        # The client keeps being read while it waits, so a client that hangs up is noticed.
-        self.waiting = self.f.pool.wait_alive()
-        self.timer = self.f.reactor.callLater(wait, self._wait_expired)
-
-        def alive(_: object) -> None:
-            self.waiting = None
-            self._cancel_timer()
-            endpoint = self.f.chooser.choose(domain=self.target.host, pinned=pinned)
-            if endpoint is None:
-                self.no_instance()
-            else:
-                self.dispatch(endpoint)
-
-        self.waiting.addCallbacks(alive, lambda failure: None)
-
-    def _wait_expired(self) -> None:
-        self.timer = None
-        waiting, self.waiting = self.waiting, None
-        if waiting is not None:
-            waiting.cancel()
-        self.no_instance()
 
     def no_instance(self) -> None:
         self.respond_error(HttpError("no instance is alive; the pool may be waking up",
@@ -617,10 +591,10 @@ class Exchange:
                 f"instance {self.endpoint.name} or the target sent nothing for "
                 f"{self.f.settings.idle_timeout:g}s", status=504, code="timeout"))
 
-    def _cancel_timer(self) -> None:
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+    def _stop_waiting(self) -> None:
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.cancel()
 
     # --- endings -----------------------------------------------------------------------
 
@@ -629,7 +603,6 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        self._cancel_timer()
         upstream, self.upstream = self.upstream, None
         client = self.client
         if upstream is not None:
@@ -659,12 +632,8 @@ class Exchange:
         self.client.refuse(exc)
 
     def respond_error(self, exc: HttpError, *, retry_after: int | None = None) -> None:
-        if self.finished:
+        if not self._end():
             return
-        self.finished = True
-        self._cancel_timer()
-        self._drop_upstream()
-        self._release_instance()
         self._record(exc.status, exc.code)
         self.client.exchange = None
         name = self.endpoint.name if self.endpoint is not None else None
@@ -679,12 +648,8 @@ class Exchange:
         self.abort_client()
 
     def abort_client(self) -> None:
-        if self.finished:
+        if not self._end():
             return
-        self.finished = True
-        self._cancel_timer()
-        self._drop_upstream()
-        self._release_instance()
         self._record(self.response_status or 502, "upstream")
         self.client.exchange = None
         self.client.closing = True
@@ -693,15 +658,17 @@ class Exchange:
         self.client.transport.loseConnection()
 
     def client_lost(self) -> None:
+        self._end()
+
+    def _end(self) -> bool:
+        """Over without a clean response: let go of all it holds. False if already over."""
         if self.finished:
-            return
+            return False
         self.finished = True
-        self._cancel_timer()
-        waiting, self.waiting = self.waiting, None
-        if waiting is not None:
-            waiting.cancel()
+        self._stop_waiting()
         self._drop_upstream()
         self._release_instance()
+        return True
 
     def _drop_upstream(self) -> None:
         pending, self.pending = self.pending, None
@@ -745,8 +712,7 @@ class TunnelRelay:
         self.endpoint: Endpoint | None = None
         self.upstream: UpstreamConnection | None = None
         self.pending: PendingConnection | None = None
-        self.waiting: defer.Deferred | None = None
-        self.timer: Any = None
+        self.waiting: InstanceWait | None = None
         self.early = b""
         self.done = False
         self.started_at = time.monotonic()
@@ -758,36 +724,19 @@ class TunnelRelay:
     def start(self) -> None:
         self.f.pool.activity()
         self.early, self.client.buffer = self.client.buffer, b""
-        endpoint = self.f.chooser.choose(domain=self.host, pinned=self.pinned)
-        if endpoint is not None:
-            self.dispatch(endpoint)
-            return
-        wait = self.f.settings.wait_for_instance
-        if wait <= 0:
-            self.fail(HttpError("no instance is alive", status=503, code="no_instance"))
-            return
-        self.waiting = self.f.pool.wait_alive()
-        self.timer = self.f.reactor.callLater(wait, self._wait_expired)
+        self.waiting = choose_or_wait(
+            reactor=self.f.reactor, pool=self.f.pool, chooser=self.f.chooser,
+            seconds=self.f.settings.wait_for_instance, domain=self.host, pinned=self.pinned,
+            on_chosen=self._chosen, on_none=self._no_instance)
 
-        def alive(_: object) -> None:
-            self.waiting = None
-            if self.timer is not None and self.timer.active():
-                self.timer.cancel()
-            self.timer = None
-            chosen = self.f.chooser.choose(domain=self.host, pinned=self.pinned)
-            if chosen is None:
-                self.fail(HttpError("no instance is alive", status=503, code="no_instance"))
-            else:
-                self.dispatch(chosen)
+    def _chosen(self, endpoint: Endpoint) -> None:
+        self.waiting = None
+        self.dispatch(endpoint)
 
-        self.waiting.addCallbacks(alive, lambda failure: None)
-
-    def _wait_expired(self) -> None:
-        self.timer = None
-        waiting, self.waiting = self.waiting, None
-        if waiting is not None:
-            waiting.cancel()
-        self.fail(HttpError("no instance is alive", status=503, code="no_instance"))
+    def _no_instance(self) -> None:
+        self.waiting = None
+        self.fail(HttpError("no instance is alive; the pool may be waking up", status=503,
+                            code="no_instance"))
 
     def dispatch(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -863,8 +812,6 @@ class TunnelRelay:
         waiting, self.waiting = self.waiting, None
         if waiting is not None:
             waiting.cancel()
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.handler = None
