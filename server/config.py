@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 import types
@@ -16,6 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .redaction import is_secret_path, redact_text, redact_value
 
 
 class ConfigError(ValueError):
@@ -65,6 +68,8 @@ class CommanderConfig:
     # None: a password is generated at start and printed once.
     password: str | None = field(default=None, repr=False)
     allow_public: bool = False
+    # Seconds of one-second stats samples kept for GET /api/stats and the GUI's charts.
+    stats_window: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,6 @@ PROVIDER_TYPES: dict[str, type] = {
     "static": StaticProviderConfig,
     "awsec2": AwsEc2ProviderConfig,
 }
-SECRET_KEYS = frozenset({"password", "instance_password", "secret_access_key", "access_key_id"})
 
 
 @dataclass(frozen=True)
@@ -204,18 +208,18 @@ def merge(config: Config, changes: dict[str, Any]) -> Config:
 
 
 def to_dict(config: Any, *, redact: bool = True) -> Any:
-    """Plain data for JSON or TOML; secrets replaced by ``"***"`` when ``redact``."""
+    """Plain data for JSON or TOML. With ``redact``, every secret is replaced by ``"***"``:
+    values under a secret key, and passwords inside URLs (a static proxy's
+    ``http://user:pass@host:port`` shows as ``http://user:***@host:port``)."""
+    plain = _plain(config)
+    return redact_value(plain) if redact else plain
+
+
+def _plain(config: Any) -> Any:
     if dataclasses.is_dataclass(config):
-        out = {}
-        for f in dataclasses.fields(config):
-            value = getattr(config, f.name)
-            if redact and f.name in SECRET_KEYS and value is not None:
-                out[f.name] = "***"
-            else:
-                out[f.name] = to_dict(value, redact=redact)
-        return out
+        return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
     if isinstance(config, tuple):
-        return [to_dict(v, redact=redact) for v in config]
+        return [_plain(v) for v in config]
     return config
 
 
@@ -234,7 +238,7 @@ def _join(path: str, key: str) -> str:
 
 def _build(cls: type, data: Any, path: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(path, f"must be a table, got {_show(data)}")
+        raise ConfigError(path, f"must be a table, got {_show(data, path)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -258,25 +262,33 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         return _convert(non_none[0], value, path)
     if origin is tuple:
         if not isinstance(value, list):
-            raise ConfigError(path, f"must be a list, got {_show(value)}")
+            raise ConfigError(path, f"must be a list, got {_show(value, path)}")
         return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(path, f"must be true or false, got {_show(value)}")
+            raise ConfigError(path, f"must be true or false, got {_show(value, path)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, f"must be an integer, got {_show(value)}")
+            raise ConfigError(path, f"must be an integer, got {_show(value, path)}")
         return value
     if hint is float:
+        # Every float of the config is a duration. NaN and infinities (TOML's nan/inf, JSON's
+        # 1e400) would pass every comparison check and break timers: refuse them here.
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"must be a number of seconds, got {_show(value)}")
-        return float(value)
+            raise ConfigError(path, f"must be a number of seconds, got {_show(value, path)}")
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise ConfigError(path, f"must be a finite number of seconds, got {_show(value, path)}")
+        return seconds
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(path, f"must be a string, got {_show(value)}")
+            raise ConfigError(path, f"must be a string, got {_show(value, path)}")
         return _from_env(value, path)
     raise ConfigError(path, f"unsupported type {hint!r}")
 
@@ -288,12 +300,12 @@ def _providers(value: Any, path: str) -> tuple:
     for i, item in enumerate(value):
         item_path = f"{path}[{i}]"
         if not isinstance(item, dict):
-            raise ConfigError(item_path, f"must be a table, got {_show(item)}")
+            raise ConfigError(item_path, f"must be a table, got {_show(item, item_path)}")
         kind = item.get("type")
         if kind not in PROVIDER_TYPES:
             raise ConfigError(
                 _join(item_path, "type"),
-                f"unknown provider type {_show(kind)} (known: {', '.join(PROVIDER_TYPES)})",
+                f"unknown provider type {_show(kind, item_path)} (known: {', '.join(PROVIDER_TYPES)})",
             )
         out.append(_build(PROVIDER_TYPES[kind], item, item_path))
     return tuple(out)
@@ -308,39 +320,76 @@ def _from_env(value: str, path: str) -> str:
     return os.environ[name]
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
+def _show(value: Any, path: str) -> str:
+    """``value`` for an error message: never a secret (under a secret key only its type is
+    named; URL passwords are masked), and short."""
+    if is_secret_path(path):
+        return f"a value of type {type(value).__name__}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10 ** 30:
+        return "a huge integer"
+    text = redact_text(repr(value))
     return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- semantic checks -----------------------------------------------------------------
 
 MAX_INSTANCES = 10_000
+# The shortest interval or timeout: below it a loop spins (1e-9 s is a busy loop) or every
+# connection times out before it could succeed.
+MIN_INTERVAL = 0.1
+# The longest duration accepted anywhere: a year. Anything longer is a typo (or 1e300).
+MAX_SECONDS = 365 * 24 * 3600.0
+# The stats window keeps one sample per second in memory: an hour at most (longer history
+# is what /metrics and Prometheus are for).
+MIN_STATS_WINDOW = 10.0
+MAX_STATS_WINDOW = 3600.0
+MAX_DEAD_AFTER_FAILURES = 1000
+
+# Every duration of the config, with its smallest accepted value (0 = "off" or "at once").
+DURATION_MINIMUMS: dict[str, float] = {
+    "master.connect_timeout": MIN_INTERVAL,
+    "master.idle_timeout": MIN_INTERVAL,
+    "master.wait_for_instance": 0.0,
+    "scaling.downscale_delay": 0.0,
+    "manager.check_interval": MIN_INTERVAL,
+    "manager.alive_check_interval": MIN_INTERVAL,
+    "manager.check_timeout": MIN_INTERVAL,
+    "manager.dead_after": MIN_INTERVAL,
+    "manager.start_timeout": MIN_INTERVAL,
+    "manager.drain_grace": 0.0,
+    "manager.autorestart.min": 0.0,
+    "manager.autorestart.max": 0.0,
+}
+
+
+def _value_at(config: Config, path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def validate(config: Config) -> None:
     _check_port("master.port", config.master.port)
     _check_port("commander.port", config.commander.port)
-    for name in ("connect_timeout", "idle_timeout"):
-        _check_positive(f"master.{name}", getattr(config.master, name))
-    _check_non_negative("master.wait_for_instance", config.master.wait_for_instance)
+    for path, minimum in DURATION_MINIMUMS.items():
+        _check_seconds(path, _value_at(config, path), minimum=minimum)
+    _check_seconds("commander.stats_window", config.commander.stats_window,
+                   minimum=MIN_STATS_WINDOW, maximum=MAX_STATS_WINDOW)
     if config.master.auth is not None and not config.master.auth.username:
         raise ConfigError("master.auth.username", "must not be empty")
     validate_scaling(
         {"min": config.scaling.min, "required": config.scaling.required, "max": config.scaling.max},
         prefix="scaling.",
     )
-    _check_non_negative("scaling.downscale_delay", config.scaling.downscale_delay)
     m = config.manager
-    for name in ("check_interval", "alive_check_interval", "check_timeout", "dead_after",
-                 "start_timeout"):
-        _check_positive(f"manager.{name}", getattr(m, name))
-    _check_non_negative("manager.drain_grace", m.drain_grace)
-    if m.dead_after_failures < 1:
-        raise ConfigError("manager.dead_after_failures", "must be at least 1")
+    if not 1 <= m.dead_after_failures <= MAX_DEAD_AFTER_FAILURES:
+        raise ConfigError("manager.dead_after_failures",
+                          f"must be in 1..{MAX_DEAD_AFTER_FAILURES}, "
+                          f"got {_show(m.dead_after_failures, '')}")
     if m.check_url is not None and not m.check_url.startswith("http://"):
-        raise ConfigError("manager.check_url", f"must be an http:// URL, got {_show(m.check_url)}")
-    _check_non_negative("manager.autorestart.min", m.autorestart.min)
+        raise ConfigError("manager.check_url",
+                          f"must be an http:// URL, got {_show(m.check_url, 'manager.check_url')}")
     if m.autorestart.max < m.autorestart.min:
         raise ConfigError("manager.autorestart.max", "must be >= manager.autorestart.min")
     names = set()
@@ -351,6 +400,7 @@ def validate(config: Config) -> None:
         if isinstance(provider, StaticProviderConfig):
             from scrapoxy_server.providers.static import parse_proxy_url
 
+            _check_seconds(f"providers[{i}].bench", provider.bench, minimum=0.0)
             for j, url in enumerate(provider.proxies):
                 try:
                     parse_proxy_url(url)
@@ -382,11 +432,12 @@ def validate_scaling(values: dict[str, Any], *, prefix: str = "") -> None:
     for key in ("min", "required", "max"):
         value = values[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(prefix + key, f"must be an integer, got {_show(value)}")
+            raise ConfigError(prefix + key, f"must be an integer, got {_show(value, prefix + key)}")
         if value < 0:
-            raise ConfigError(prefix + key, f"must not be negative, got {value}")
+            raise ConfigError(prefix + key, f"must not be negative, got {_show(value, '')}")
         if value > MAX_INSTANCES:
-            raise ConfigError(prefix + key, f"must be at most {MAX_INSTANCES}, got {value}")
+            raise ConfigError(prefix + key,
+                              f"must be at most {MAX_INSTANCES}, got {_show(value, '')}")
     if values["min"] > values["max"]:
         raise ConfigError(prefix + "min", f"min ({values['min']}) must not exceed max ({values['max']})")
     if not values["min"] <= values["required"] <= values["max"]:
@@ -407,14 +458,12 @@ def is_loopback(host: str) -> bool:
 
 def _check_port(path: str, port: int) -> None:
     if not 0 <= port <= 65535:
-        raise ConfigError(path, f"must be a TCP port 0..65535, got {port}")
+        raise ConfigError(path, f"must be a TCP port 0..65535, got {_show(port, '')}")
 
 
-def _check_positive(path: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(path, f"must be positive, got {value}")
-
-
-def _check_non_negative(path: str, value: float) -> None:
-    if value < 0:
-        raise ConfigError(path, f"must not be negative, got {value}")
+def _check_seconds(path: str, value: float, *, minimum: float,
+                   maximum: float = MAX_SECONDS) -> None:
+    # _convert already refused NaN and infinities; this is the range.
+    if not minimum <= value <= maximum:
+        raise ConfigError(path, f"must be between {minimum:g} and {maximum:g} seconds, "
+                                f"got {value:g}")

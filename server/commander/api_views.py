@@ -19,13 +19,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from scrapoxy_server.config import SECRET_KEYS, ConfigError
+from scrapoxy_server.config import ConfigError
+from scrapoxy_server.redaction import REDACTED, SECRET_KEYS
 
 from .body import read_json_object
 from .context import Commander
 from .errors import ApiError, bad_request
-
-REDACTED = "***"
 
 
 def without_redacted_secrets(patch: Any) -> Any:

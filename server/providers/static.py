@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..config import StaticProviderConfig
 from ..models import Address, Credentials, ProviderInstance, Status
+from ..redaction import redact_url as _redact
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +83,6 @@ def _port(parts: SplitResult, shown: str) -> int:
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be in 1..65535, got {port} in {shown}")
     return port
-
-
-def _redact(url: str) -> str:
-    """The URL with any password replaced, fit for error messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    userinfo, at, hostpart = rest.partition("@")
-    if not at:
-        return url
-    user = userinfo.partition(":")[0]
-    return f"{scheme}{sep}{user}:***@{hostpart}" if ":" in userinfo else url
 
 
 @dataclass(frozen=True)
