@@ -37,6 +37,7 @@ from .gui import gui_blueprint
 from .metrics import CONTENT_TYPE, gather, metrics_registry, render
 
 REALM = "scrapoxy"
+NO_BODY_STATUSES = (204, 304)
 # API bodies are a few fields; anything bigger is a mistake or an attack.
 MAX_BODY_BYTES = 1024 * 1024
 SECURITY_HEADERS = {
@@ -125,6 +126,9 @@ def create_app(
 
     @app.after_request
     def _headers(response: Response) -> Response:
+        if response.status_code in NO_BODY_STATUSES:
+            # No body, so nothing to type: Flask's default text/html would be a lie.
+            response.headers.pop("Content-Type", None)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if is_api_request():

@@ -70,7 +70,10 @@ class EventStreamResource(Resource):
     def stream_count(self) -> int:
         return len(self._streams)
 
-    def render_GET(self, request: Request) -> bytes | int:
+    def render(self, request: Request) -> bytes | int:
+        """Every method lands here (``Resource.render`` would answer other methods with
+        Twisted's HTML 405 or 501): auth first, as for the rest of ``/api``, then JSON 405
+        with ``Allow`` for anything but GET."""
         header = _text(request.getHeader(b"authorization"))
         if not self._authorize(header):
             body = _json_error(request, 401, "auth", "authentication required (HTTP Basic)"
@@ -79,6 +82,14 @@ class EventStreamResource(Resource):
                       else "Basic")
             request.setHeader(b"WWW-Authenticate", f'{scheme} realm="{REALM}"'.encode())
             return body
+        if request.method != b"GET":
+            request.setHeader(b"Allow", b"GET")
+            method = request.method.decode("latin-1")[:16]
+            return _json_error(request, 405, "method_not_allowed",
+                               f"{method} is not allowed on /api/events (use GET)")
+        return self._stream(request)
+
+    def _stream(self, request: Request) -> bytes | int:
         if len(self._streams) >= MAX_STREAMS:
             request.setHeader(b"Retry-After", b"5")
             return _json_error(request, 503, "busy", "too many event streams open")

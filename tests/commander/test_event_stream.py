@@ -132,3 +132,22 @@ def test_paths_near_the_stream_still_reach_flask(served):
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
     assert session.get(f"{served.base}/api/scaling", timeout=5).json()["max"] == 3
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
+def test_other_methods_on_the_stream_get_json_405_with_allow(served, method):
+    session = served.session()
+    response = session.request(method, f"{served.base}/api/events", timeout=5)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET"
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_other_methods_on_the_stream_without_auth_get_json_401_first(served):
+    session = requests.Session()
+    session.trust_env = False
+    response = session.post(f"{served.base}/api/events", timeout=5)
+    assert response.status_code == 401
+    assert response.json()["error"] == "auth"
+    assert "Allow" not in response.headers

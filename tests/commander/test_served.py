@@ -79,3 +79,15 @@ def test_served_app_answers_api_ip_and_gui_through_twisted(served):
 
     assert "<html" in session.get(f"{base}/", timeout=5).text
     assert control.off_reactor_calls == []
+
+
+def test_a_204_answer_carries_no_content_type_and_no_body(served):
+    base, control = served
+    session = requests.Session()
+    session.trust_env = False
+    session.auth = (USERNAME, PASSWORD)
+    current = session.get(f"{base}/api/scaling", timeout=5).json()
+    response = session.patch(f"{base}/api/scaling", json=current, timeout=5)
+    assert response.status_code == 204
+    assert "Content-Type" not in response.headers
+    assert response.content == b""
