@@ -41,6 +41,8 @@ port = 8889
 username = "admin"
 # Unset: a password is generated at each start and printed once.
 # password = "env:SCRAPOXY_PASSWORD"
+# Seconds of one-second stats samples kept for GET /api/stats and the GUI's charts (10..3600).
+stats_window = 900.0
 
 [scaling]
 min = 3

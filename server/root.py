@@ -101,7 +101,8 @@ class Server:
         self._ports.append(master_port)
         self.threadpool.start()
         config_view = lambda: config_module.to_dict(self.config)  # noqa: E731
-        self.live = LiveFeed(clock=self.reactor, stats=self.stats, config_view=config_view)
+        self.live = LiveFeed(clock=self.reactor, stats=self.stats, config_view=config_view,
+                             window=config.commander.stats_window)
         app = create_app(
             control=None, call_in_reactor=reactor_caller(self.reactor),
             username=config.commander.username, password=self.commander_password,

@@ -228,6 +228,14 @@ class StatsSampler:
         self._stopped = 0
         self._loop: task.LoopingCall | None = None
 
+    def set_window(self, window: float) -> None:
+        """Keep ``window`` seconds of samples from now on (a config change made through the
+        API); shrinking drops the oldest samples at once."""
+        if window < self.interval:
+            raise ValueError("need interval <= window")
+        self.window = window
+        self.samples = deque(self.samples, maxlen=int(window / self.interval))
+
     def on_sample(self, listener: Callable[[dict], None]) -> None:
         self._listeners.append(listener)
 

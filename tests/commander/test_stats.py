@@ -115,3 +115,19 @@ def test_record_keeps_the_master_contract_and_snapshot_shape():
     assert snapshot["global"]["errors"] == {"timeout": 1}
     assert snapshot["instances"]["x"]["bytes_in"] == 100
     assert set(snapshot["global"]["latency"]) == {"p50", "p90", "p99"}
+
+
+def test_the_stats_window_can_shrink_and_grow_while_sampling():
+    from twisted.internet import task
+
+    from scrapoxy_server.stats import Stats, StatsSampler
+
+    sampler = StatsSampler(stats=Stats(), clock=task.Clock(), window=10.0, interval=1.0)
+    for _ in range(10):
+        sampler.sample()
+    sampler.set_window(4.0)
+    assert sampler.view()["window"] == 4.0 and len(sampler.view()["samples"]) == 4
+    sampler.set_window(20.0)
+    for _ in range(10):
+        sampler.sample()
+    assert len(sampler.view()["samples"]) == 14

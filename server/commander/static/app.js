@@ -191,8 +191,9 @@
 
   // --- stats and charts -----------------------------------------------------------------
 
-  const SPAN = 300;            // seconds the charts show
-  const samples = [];          // kept oldest first, at most SPAN + a few
+  let span = 900;              // seconds the charts show: the server's stats window
+  let sampleInterval = 1;      // seconds between samples, from GET /api/stats
+  const samples = [];          // kept oldest first, at most one window's worth + a few
   let totals = null;           // cumulative counters from GET /api/stats
   let charts = null;
 
@@ -215,16 +216,36 @@
     return v.toFixed(v >= 10 ? 0 : 2) + " s";
   }
 
+  function describeWindow() {
+    const minutes = span / 60;
+    const length = minutes >= 1 && Number.isInteger(minutes)
+      ? (minutes === 1 ? "minute" : minutes + " minutes") : Math.round(span) + " seconds";
+    const every = sampleInterval === 1 ? "second" : sampleInterval + " seconds";
+    return "last " + length + ", one point per " + every;
+  }
+
+  function setWindow(seconds, interval) {
+    // The window is the server's (commander.stats_window): the charts show what it keeps.
+    if (typeof seconds === "number" && seconds > 0) span = seconds;
+    if (typeof interval === "number" && interval > 0) sampleInterval = interval;
+    if (charts) Object.values(charts).forEach((chart) => { chart.span = span; });
+    $("charts-window").textContent = describeWindow();
+  }
+
+  function keptSamples() {
+    return Math.ceil(span / sampleInterval) + 5;
+  }
+
   function makeCharts() {
     const { LineChart } = window.ScrapoxyCharts;
     return {
-      rps: new LineChart($("chart-rps"), { span: SPAN, format: formatCount, minTop: 5,
+      rps: new LineChart($("chart-rps"), { span: span, format: formatCount, minTop: 5,
         series: [{ label: "req/s", color: "#2f6fde" }] }),
-      bytes: new LineChart($("chart-bytes"), { span: SPAN, format: formatBytes, minTop: 1000,
+      bytes: new LineChart($("chart-bytes"), { span: span, format: formatBytes, minTop: 1000,
         series: [{ label: "in", color: "#1f9d55" }, { label: "out", color: "#8e5bd8" }] }),
-      errors: new LineChart($("chart-errors"), { span: SPAN, format: formatCount, minTop: 4,
+      errors: new LineChart($("chart-errors"), { span: span, format: formatCount, minTop: 4,
         series: [{ label: "errors/s", color: "#d0453a" }] }),
-      latency: new LineChart($("chart-latency"), { span: SPAN, format: formatSeconds, minTop: 0.02,
+      latency: new LineChart($("chart-latency"), { span: span, format: formatSeconds, minTop: 0.02,
         series: [{ label: "p50", color: "#2f6fde" }, { label: "p90", color: "#c98a00" },
                  { label: "p99", color: "#d0453a" }] }),
     };
@@ -233,9 +254,10 @@
   async function loadHistory() {
     try {
       const view = await api("GET", "/api/stats");
+      setWindow(view.window, view.interval);
       totals = view.totals;
       samples.length = 0;
-      for (const sample of view.samples.slice(-SPAN)) samples.push(sample);
+      for (const sample of view.samples.slice(-keptSamples())) samples.push(sample);
       renderStats();
     } catch (e) { /* the stream brings samples anyway */ }
   }
@@ -243,7 +265,7 @@
   function addSample(sample) {
     if (samples.length && sample.t <= samples[samples.length - 1].t) return;
     samples.push(sample);
-    while (samples.length > SPAN + 5) samples.shift();
+    while (samples.length > keptSamples()) samples.shift();
     if (totals) {
       const g = totals.global, s = sample.global;
       g.requests += s.requests;
@@ -330,6 +352,8 @@
 
   function renderConfig(config) {
     $("config-body").replaceChildren(configNode(null, config));
+    if (config && config.commander) setWindow(config.commander.stats_window);
+    if (charts) renderStats();
   }
 
   // --- scaling ------------------------------------------------------------------------
