@@ -24,8 +24,8 @@ counts as activity: it holds for at least ``downscale_delay``, and setting it to
 the next request wake the pool again.
 
 The facade the commander calls (``list_instances``, ``get_scaling``, ``update_scaling``,
-``stop_instance``, ``alive_count``, ``provider_errors``, ``on_change``) runs on the reactor
-thread. All time comes from ``reactor.seconds()``.
+``stop_instance``, ``alive_count``, ``provider_errors``, ``provider_status``, ``on_change``,
+``reconfigure``) runs on the reactor thread. All time comes from ``reactor.seconds()``.
 """
 from __future__ import annotations
 
@@ -70,11 +70,15 @@ class _Backoff:
         self.failures = 0
         self.until = 0.0
         self.error: str | None = None
+        # When the current run of failures began (shown by the API next to the error).
+        self.since: float | None = None
 
     def ready(self, now: float) -> bool:
         return now >= self.until
 
     def failed(self, now: float, error: str, *, retryable: bool = True) -> float:
+        if self.failures == 0:
+            self.since = now
         self.failures += 1
         self.error = error
         # A capacity or limit error will not clear in seconds: wait the full cap at once.
@@ -86,6 +90,7 @@ class _Backoff:
         self.failures = 0
         self.until = 0.0
         self.error = None
+        self.since = None
 
 
 @dataclass
@@ -593,6 +598,32 @@ class Manager:
             error = self._list_backoff[name].error or self._create_backoff[name].error
             if error is not None:
                 out[name] = error
+        return out
+
+    def provider_status(self) -> list[dict[str, Any]]:
+        """Each provider with its instance counts and, while its calls fail, the error: what
+        ``GET /api/providers`` shows, so a capacity or image error is seen outside the log.
+
+        ``error`` is None or ``{action ("list" | "create"), message, since, failures,
+        retry_at}`` (times in the reactor's epoch seconds).
+        """
+        counts = {name: [0, 0] for name in self._providers}
+        for record in self._records.values():
+            count = counts.get(record.instance.provider)
+            if count is not None:
+                count[0] += 1
+                count[1] += record.routable
+        out = []
+        for name in self._providers:
+            error = None
+            for action, backoff in (("list", self._list_backoff[name]),
+                                    ("create", self._create_backoff[name])):
+                if backoff.error is not None:
+                    error = {"action": action, "message": backoff.error, "since": backoff.since,
+                             "failures": backoff.failures, "retry_at": backoff.until}
+                    break
+            out.append({"name": name, "instances": counts[name][0], "alive": counts[name][1],
+                        "error": error})
         return out
 
     def on_change(self, listener: Callable[[str], None]) -> None:

@@ -14,6 +14,7 @@ from twisted.python.threadpool import ThreadPool
 from . import config as config_module
 from .config import (AwsEc2ProviderConfig, Config, LocalProviderConfig, StaticProviderConfig,
                      is_loopback)
+from .facade import CommanderFacade
 from .health import HealthChecker
 from .manager import Manager
 from .master.auth import ScraperAuth
@@ -119,10 +120,12 @@ class Server:
             health=health, manager_config=config.manager,
             scaling=Scaling(config.scaling.min, config.scaling.required, config.scaling.max),
             downscale_delay=config.scaling.downscale_delay)
-        app.config["SCRAPOXY_CONTROL"] = self.manager
-        _set_control(app, self.manager)
+        facade = CommanderFacade(manager=self.manager,
+                                 provider_types={p.name: p.type for p in config.providers})
+        app.config["SCRAPOXY_CONTROL"] = facade
+        _set_control(app, facade)
         self.manager.start()
-        self.live.start(self.manager)
+        self.live.start(facade)
         self._sweeper.start(5.0, now=False)
         return Listening(
             master=_url(config.master.host, master_port.getHost().port),

@@ -26,6 +26,7 @@ from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
 
 from .api_instances import instances_blueprint
+from .api_providers import providers_blueprint
 from .api_scaling import scaling_blueprint
 from .api_views import views_blueprint
 from .auth import is_authorized
@@ -150,6 +151,7 @@ def create_app(
     register_error_handlers(app)
     app.register_blueprint(instances_blueprint(commander), url_prefix="/api")
     app.register_blueprint(scaling_blueprint(commander), url_prefix="/api")
+    app.register_blueprint(providers_blueprint(commander), url_prefix="/api")
     app.register_blueprint(views_blueprint(commander), url_prefix="/api")
     app.register_blueprint(echo_blueprint())
     app.register_blueprint(gui_blueprint())

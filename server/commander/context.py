@@ -28,6 +28,9 @@ class Control(Protocol):
 
     def stop_instance(self, name: str) -> int: ...
 
+    # Optional: ``provider_status() -> list[dict]`` (``GET /api/providers``, the
+    # ``providers`` event, the provider metrics), and ``on_change(listener)``.
+
 
 # call_in_reactor(fn, *args): run fn on the reactor thread, wait, return its result.
 CallInReactor = Callable[..., Any]

@@ -1,7 +1,7 @@
 """The commander's live feed: numbered events in a bounded ring, and who listens to them.
 
 Every event carries the *whole* current state of its kind (the instance list, the scaling,
-the redacted config) or one stats sample, so a client that reconnects with
+the redacted config, the providers with their errors) or one stats sample, so a client that reconnects with
 ``Last-Event-ID`` and gets the events it missed is up to date; when its id is too old for
 the ring (or from an earlier run of the server), it gets the current state of every kind
 instead, which is just as complete.
@@ -25,9 +25,11 @@ from typing import Any
 
 from scrapoxy_server.stats import Stats, StatsSampler
 
+from .api_providers import shown_provider_status
+
 log = logging.getLogger(__name__)
 
-KINDS = ("instances", "scaling", "config", "stats")
+KINDS = ("instances", "scaling", "config", "stats", "providers")
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,10 @@ class LiveFeed:
         self.stats = stats
         self.events = EventRing(capacity=capacity, run=run)
         self.sampler = StatsSampler(stats=stats, clock=clock, window=window, interval=interval)
-        self.sampler.on_sample(lambda sample: self.events.publish("stats", sample))
+        self.sampler.on_sample(self._sampled)
         self.config_view = config_view
         self.control: Any = None
+        self._providers: list[dict] | None = None
 
     def start(self, control: Any) -> None:
         """Follow ``control`` (the manager facade) and start sampling every second."""
@@ -145,12 +148,27 @@ class LiveFeed:
     def stop(self) -> None:
         self.sampler.stop()
 
+    def _sampled(self, sample: dict) -> None:
+        self.events.publish("stats", sample)
+        # Provider errors change without an instance change (a listing that fails): look
+        # once per sample, publish only what changed.
+        self._check_providers()
+
+    def _check_providers(self) -> None:
+        if self.control is None:
+            return
+        providers = shown_provider_status(self.control)
+        if providers is not None and providers != self._providers:
+            self._providers = providers
+            self.events.publish("providers", providers)
+
     def changed(self, kind: str) -> None:
         """The manager's change listener: publish the new state of ``kind``."""
         if kind == "instances":
             instances = self.control.list_instances()
             self.stats.track_instances([i["name"] for i in instances], now=self.clock.seconds())
             self.events.publish("instances", instances)
+            self._check_providers()
         elif kind == "scaling":
             self.events.publish("scaling", self.control.get_scaling().as_dict())
         elif kind == "config" and self.config_view is not None:
@@ -169,6 +187,10 @@ class LiveFeed:
             out.append(Event(last_id, "scaling", self.control.get_scaling().as_dict()))
         if self.config_view is not None:
             out.append(Event(last_id, "config", self.config_view()))
+        if self.control is not None:
+            providers = shown_provider_status(self.control)
+            if providers is not None:
+                out.append(Event(last_id, "providers", providers))
         stats = self.events.latest().get("stats")
         if stats is not None:
             out.append(Event(last_id, "stats", stats.data))

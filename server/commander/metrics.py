@@ -46,11 +46,18 @@ def gather(stats: Stats | None, control: Any) -> dict:
                          for name, c in stats.per_instance.items()},
         "instances": None,
         "scaling": None,
+        "providers": None,
     }
     if control is not None:
         data["instances"] = [(i["name"], i["provider"], str(i["status"]), bool(i["alive"]))
                              for i in control.list_instances()]
         data["scaling"] = control.get_scaling().as_dict()
+        status = getattr(control, "provider_status", None)
+        if status is not None:
+            data["providers"] = [
+                (p["name"], p.get("type") or "", p["instances"], p["alive"],
+                 None if p["error"] is None else (p["error"]["action"], p["error"]["since"]))
+                for p in status()]
     return data
 
 
@@ -127,12 +134,35 @@ class _ScrapoxyCollector:
                                       "Instances passing their health check.")
             alive.add_metric([], sum(1 for *_, is_alive in data["instances"] if is_alive))
             yield alive
+        if data["providers"] is not None:
+            yield from _provider_families(data["providers"])
         if data["scaling"] is not None:
             scaling = GaugeMetricFamily("scrapoxy_scaling", "The scaling bounds.",
                                         labels=["bound"])
             for bound in ("min", "required", "max"):
                 scaling.add_metric([bound], data["scaling"][bound])
             yield scaling
+
+
+def _provider_families(providers: list) -> list:
+    labels = ["provider", "type"]
+    instances = GaugeMetricFamily("scrapoxy_provider_instances",
+                                  "Instances listed per provider.", labels=labels)
+    alive = GaugeMetricFamily("scrapoxy_provider_instances_alive",
+                              "Routable instances per provider.", labels=labels)
+    up = GaugeMetricFamily("scrapoxy_provider_up",
+                           "1 when the provider's calls work, 0 while they fail (see "
+                           "GET /api/providers for the error).", labels=labels)
+    since = GaugeMetricFamily("scrapoxy_provider_failing_since_seconds",
+                              "Epoch time the provider's current run of failures began.",
+                              labels=[*labels, "action"])
+    for name, kind, count, alive_count, error in sorted(providers):
+        instances.add_metric([name, kind], count)
+        alive.add_metric([name, kind], alive_count)
+        up.add_metric([name, kind], 1 if error is None else 0)
+        if error is not None and error[1] is not None:
+            since.add_metric([name, kind, error[0]], error[1])
+    return [instances, alive, up, since]
 
 
 def metrics_registry(read: Callable[[], dict]) -> CollectorRegistry:

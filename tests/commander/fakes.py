@@ -57,3 +57,25 @@ def instance(name: str, *, alive: bool = True, port: int = 3128) -> dict:
         "address": {"hostname": "127.0.0.1", "port": port}, "region": None,
         "started_at": 1_700_000_000.0, "requests": 7,
     }
+
+
+class FakeControlWithProviders(FakeControl):
+    """A FakeControl whose ``provider_status`` a test sets (``self.providers``)."""
+
+    def __init__(self, *, providers: list[dict], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.providers = providers
+
+    def provider_status(self) -> list[dict]:
+        return [dict(p) for p in self.providers]
+
+
+def provider(name: str, *, type: str = "awsec2", instances: int = 0, alive: int = 0,
+             error: str | None = None, action: str = "create",
+             since: float = 1_700_000_000.0) -> dict:
+    return {
+        "name": name, "type": type, "instances": instances, "alive": alive,
+        "error": None if error is None else {
+            "action": action, "message": error, "since": since, "failures": 2,
+            "retry_at": since + 60.0},
+    }

@@ -179,6 +179,7 @@
     else if (kind === "scaling") { scaling = payload; renderScaling(); }
     else if (kind === "config") renderConfig(payload);
     else if (kind === "stats") addSample(payload);
+    else if (kind === "providers") renderProviders(payload);
     $("updated").textContent = "Live · last update " + new Date().toLocaleTimeString();
   }
 
@@ -352,8 +353,9 @@
 
   function renderConfig(config) {
     $("config-body").replaceChildren(configNode(null, config));
-    if (config && config.commander) setWindow(config.commander.stats_window);
-    if (charts) renderStats();
+    // The stats window changed through the API: take it (and the samples) from the
+    // sampler itself, which is what the charts show.
+    if (config && config.commander && config.commander.stats_window !== span) loadHistory();
   }
 
   // --- scaling ------------------------------------------------------------------------
@@ -493,6 +495,39 @@
     const alive = instances.filter((i) => i.alive).length;
     $("instances-summary").textContent = alive + " alive of " + instances.length;
     $("tile-alive").textContent = alive + " / " + instances.length;
+  }
+
+  // --- providers: errors that would otherwise only be in the server log -----------------
+
+  const ACTIONS = { list: "listing instances", create: "creating instances" };
+
+  function formatTime(epoch) {
+    return typeof epoch === "number" ? new Date(epoch * 1000).toLocaleTimeString() : "";
+  }
+
+  function renderProviders(providers) {
+    const banner = $("provider-errors");
+    const failing = (providers || []).filter((p) => p.error);
+    const items = failing.map((p) => {
+      const li = document.createElement("li");
+      li.dataset.provider = p.name;
+      const what = document.createElement("strong");
+      what.textContent = "Provider " + p.name + (p.type ? " (" + p.type + ")" : "") + ": "
+        + (ACTIONS[p.error.action] || p.error.action) + " fails";
+      li.appendChild(what);
+      const when = [];
+      if (p.error.since) when.push("since " + formatTime(p.error.since));
+      if (p.error.failures) when.push(p.error.failures + (p.error.failures === 1 ? " attempt" : " attempts"));
+      if (p.error.retry_at) when.push("next try " + formatTime(p.error.retry_at));
+      if (when.length) li.appendChild(document.createTextNode(" (" + when.join(", ") + ")"));
+      const detail = document.createElement("div");
+      detail.className = "detail mono";
+      detail.textContent = p.error.message;
+      li.appendChild(detail);
+      return li;
+    });
+    banner.replaceChildren(...items);
+    banner.hidden = !items.length;
   }
 
   async function stopInstance(name, button) {
