@@ -148,7 +148,12 @@ def _start(path: str | None, *, log_level: str) -> int:
 
     from .root import Server
 
-    server = Server(config=config, reactor=reactor)
+    try:
+        # Applies the state file (changes made through the API) over the file's config.
+        server = Server(config=config, reactor=reactor, config_path=path)
+    except ConfigError as exc:
+        print(f"scrapoxy-server: bad configuration: {exc}", file=sys.stderr)
+        return 2
     try:
         listening = server.start()
     except CannotListenError as exc:
@@ -156,7 +161,7 @@ def _start(path: str | None, *, log_level: str) -> int:
               f"{exc.socketError}", file=sys.stderr)
         return 1
     source = path if path else "embedded default (local provider)"
-    scaling = config.scaling
+    scaling = server.config.scaling
     print(f"scrapoxy-server {__version__} ({source})", flush=True)
     print(f"  master:    {listening.master}   <- point your scraper here", flush=True)
     print(f"  commander: {listening.commander}   (API at /api, GUI at /)", flush=True)
@@ -166,7 +171,7 @@ def _start(path: str | None, *, log_level: str) -> int:
     else:
         print(f"  commander login: {listening.commander_user} / (the configured password)",
               flush=True)
-    providers = ", ".join(f"{p.name} ({p.type})" for p in config.providers)
+    providers = ", ".join(f"{p.name} ({p.type})" for p in server.config.providers)
     print(f"  providers: {providers}; scaling min {scaling.min} / required {scaling.required}"
           f" / max {scaling.max}", flush=True)
     # The reactor stops on SIGINT and SIGTERM; the trigger then shuts instances down.

@@ -203,7 +203,7 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 def merge(config: Config, changes: dict[str, Any]) -> Config:
     """Apply a partial dict (as sent to ``PATCH /api/config``) and validate the result."""
-    merged = _deep_merge(to_dict(config, redact=False), changes)
+    merged = deep_merge(to_dict(config, redact=False), changes)
     return from_dict(merged)
 
 
@@ -223,11 +223,13 @@ def _plain(config: Any) -> Any:
     return config
 
 
-def _deep_merge(base: Any, changes: Any) -> Any:
+def deep_merge(base: Any, changes: Any) -> Any:
+    """``base`` with ``changes`` applied: tables merge key by key, anything else (lists
+    included) is replaced. Neither argument is modified."""
     if isinstance(base, dict) and isinstance(changes, dict):
         out = dict(base)
         for key, value in changes.items():
-            out[key] = _deep_merge(base.get(key), value) if key in base else value
+            out[key] = deep_merge(base.get(key), value) if key in base else value
         return out
     return changes
 

@@ -57,6 +57,11 @@ class HealthChecker:
     def url(self) -> str:
         return self._url
 
+    def reconfigure(self, *, url: str, timeout: float) -> None:
+        """A new check URL or timeout (``PATCH /api/config``), used from the next check."""
+        self._url = url
+        self._timeout = timeout
+
     def check(self, endpoint: Endpoint) -> defer.Deferred:
         """GET the check URL through ``endpoint``; fires with the stripped body text.
 

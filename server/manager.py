@@ -156,12 +156,7 @@ class Manager:
         self._scaling = scaling
         self._downscale_delay = downscale_delay
         self._rng = rng if rng is not None else random.Random()
-        self._limits = Limits(
-            start_timeout=manager_config.start_timeout,
-            dead_after=manager_config.dead_after,
-            dead_after_failures=manager_config.dead_after_failures,
-            drain_grace=manager_config.drain_grace,
-        )
+        self._limits = _limits_of(manager_config)
         base = min(manager_config.check_interval, BACKOFF_CAP)
         self._list_backoff = {n: _Backoff(base=base, cap=BACKOFF_CAP) for n in self._providers}
         self._create_backoff = {n: _Backoff(base=base, cap=BACKOFF_CAP) for n in self._providers}
@@ -600,6 +595,26 @@ class Manager:
                 out[name] = error
         return out
 
+    def reconfigure(self, *, manager_config: ManagerConfig, downscale_delay: float) -> None:
+        """New intervals and limits (``PATCH /api/config``), in force from now on.
+
+        A loop whose next run is further away than its new interval runs after the new
+        interval instead. Living limits already drawn stay; new instances draw from the new
+        ``autorestart`` range.
+        """
+        self._config = manager_config
+        self._downscale_delay = downscale_delay
+        self._limits = _limits_of(manager_config)
+        for loop, interval in ((self._tick_loop, manager_config.check_interval),
+                               (self._health_loop, manager_config.alive_check_interval)):
+            if loop is None or loop.interval == interval:
+                continue
+            loop.interval = interval
+            pending = loop.call
+            if pending is not None and pending.active() and \
+                    pending.getTime() - self._now() > interval:
+                pending.reset(interval)
+
     def provider_status(self) -> list[dict[str, Any]]:
         """Each provider with its instance counts and, while its calls fail, the error: what
         ``GET /api/providers`` shows, so a capacity or image error is seen outside the log.
@@ -664,6 +679,11 @@ class Manager:
     @staticmethod
     def _log_failure(failure: Failure, what: str) -> None:
         log.error("%s failed: %s", what, failure.getTraceback())
+
+
+def _limits_of(config: ManagerConfig) -> Limits:
+    return Limits(start_timeout=config.start_timeout, dead_after=config.dead_after,
+                  dead_after_failures=config.dead_after_failures, drain_grace=config.drain_grace)
 
 
 def _describe(error: Failure | BaseException) -> str:

@@ -1,19 +1,28 @@
 """The composition root: the one place that builds master, manager, commander and providers
 from a ``Config`` and wires them together. Nothing else constructs collaborators.
+
+It also owns the config in force: the file's, with the changes recorded in the state file
+on top (``state.restore``), then the changes made through ``PATCH /api/config``
+(``update_config``), which it hands to each part that can take them live and records in
+the state file (``state.StateKeeper``).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import secrets
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.python.threadpool import ThreadPool
 
 from . import config as config_module
-from .config import (AwsEc2ProviderConfig, Config, LocalProviderConfig, StaticProviderConfig,
-                     is_loopback)
+from . import live_config
+from .config import (AwsEc2ProviderConfig, Config, LocalProviderConfig, MasterConfig,
+                     StaticProviderConfig, is_loopback)
 from .facade import CommanderFacade
 from .health import HealthChecker
 from .manager import Manager
@@ -22,6 +31,7 @@ from .master.proxy import MasterFactory, MasterSettings
 from .master.tls import TlsCreators
 from .models import Scaling
 from .pool import InstancePool
+from .state import SCALING_BOUNDS, StateKeeper, StateStore, default_state_path, restore
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -48,6 +58,19 @@ def build_provider(provider_config: Any, *, reactor: Any) -> Any:
     raise TypeError(f"no provider for {type(provider_config).__name__}")
 
 
+def master_settings(master: MasterConfig) -> MasterSettings:
+    return MasterSettings(
+        connect_timeout=master.connect_timeout, idle_timeout=master.idle_timeout,
+        wait_for_instance=master.wait_for_instance, allow=master.allow, deny=master.deny,
+        access_log=master.access_log)
+
+
+def scraper_auth(master: MasterConfig) -> ScraperAuth | None:
+    if master.auth is None:
+        return None
+    return ScraperAuth(username=master.auth.username, password=master.auth.password)
+
+
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
@@ -55,9 +78,21 @@ def _url(host: str, port: int) -> str:
 class Server:
     """A running scrapoxy-server: ``start()`` listens, ``stop()`` shuts down cleanly."""
 
-    def __init__(self, *, config: Config, reactor: Any) -> None:
-        self.config = config
+    def __init__(self, *, config: Config, reactor: Any,
+                 config_path: str | os.PathLike | None = None) -> None:
+        """Raises ``ConfigError`` (a ``StateFileError`` naming the file) when the state file
+        cannot be applied; nothing has been started then."""
         self.reactor = reactor
+        store = StateStore(default_state_path(config, config_path=config_path))
+        changes = store.load()
+        self.config = restore(config, changes, state_path=store.path)
+        log.info("changes made through the API are kept in %s", store.path)
+        config = self.config
+        # One thread: state writes land in order and never queue behind boto3 calls.
+        self.state_threadpool = ThreadPool(minthreads=0, maxthreads=1, name="state")
+        self.state = StateKeeper(
+            store=store, changes=changes,
+            run_in_thread=partial(threads.deferToThreadPool, reactor, self.state_threadpool))
         self.pool = InstancePool()
         self.stats = Stats()
         self.providers = [build_provider(p, reactor=reactor) for p in config.providers]
@@ -65,31 +100,85 @@ class Server:
         self.password_generated = not config.commander.password
         self.master_factory = MasterFactory(
             reactor=reactor, pool=self.pool, stats=self.stats,
-            settings=MasterSettings(
-                connect_timeout=config.master.connect_timeout,
-                idle_timeout=config.master.idle_timeout,
-                wait_for_instance=config.master.wait_for_instance,
-                allow=config.master.allow, deny=config.master.deny,
-                access_log=config.master.access_log),
-            auth=(ScraperAuth(username=config.master.auth.username,
-                              password=config.master.auth.password)
-                  if config.master.auth is not None else None),
+            settings=master_settings(config.master), auth=scraper_auth(config.master),
             tls=TlsCreators(verify=config.master.tls_verify, ca_file=config.master.ca_file))
         self.threadpool = ThreadPool(minthreads=1, maxthreads=8, name="commander")
         self.manager: Manager | None = None
+        self.health: HealthChecker | None = None
         self.live: Any = None
+        self._commander_port: int | None = None
         self._ports: list[Any] = []
         self._sweeper = task.LoopingCall(self.master_factory.upstreams.sweep)
         self._sweeper.clock = reactor
         self._stopped = False
 
-    def _check_url(self, commander_port: int) -> str:
-        if self.config.manager.check_url is not None:
-            return self.config.manager.check_url
-        host = self.config.commander.host
+    def _check_url(self, config: Config, commander_port: int) -> str:
+        if config.manager.check_url is not None:
+            return config.manager.check_url
+        host = config.commander.host
         if not is_loopback(host):
             host = "127.0.0.1"  # a wildcard bind still answers on loopback
         return _url(host, commander_port) + "/ip"
+
+    # --- the config in force ---------------------------------------------------------------
+
+    def effective_config(self) -> Config:
+        """The config in force; its scaling bounds are the manager's current ones (they
+        move with the API, and ``required`` with wake and sleep)."""
+        if self.manager is None:
+            return self.config
+        bounds = self.manager.get_scaling().as_dict()
+        return dataclasses.replace(self.config,
+                                   scaling=dataclasses.replace(self.config.scaling, **bounds))
+
+    def config_view(self) -> dict:
+        """What ``GET /api/config`` shows: the config in force, secrets redacted."""
+        return config_module.to_dict(self.effective_config())
+
+    def update_config(self, patch: dict) -> Any:
+        """``PATCH /api/config``, on the reactor thread: validate, apply to every part that
+        can change live, record in the state file. Fires with the new redacted config once
+        the state file holds it; raises ``ConfigError`` naming the key (nothing changed)."""
+        current = self.effective_config()
+        new = live_config.patched(current, patch)
+        if new == current:
+            return self.config_view()
+        self._apply(current, new)
+        self.config = new
+        diff = live_config.state_diff(current, new)
+        if any(getattr(new.scaling, key) != getattr(current.scaling, key)
+               for key in SCALING_BOUNDS):
+            # The bounds are recorded together (see scrapoxy_server.state).
+            diff.setdefault("scaling", {}).update(self.manager.get_scaling().as_dict())
+        log.info("config changed through the API: %s",
+                 ", ".join(live_config.changed_paths(config_module.to_dict(current, redact=False),
+                                                     config_module.to_dict(new, redact=False))))
+        return self.state.record(diff).addCallback(lambda _: self.config_view())
+
+    def _apply(self, old: Config, new: Config) -> None:
+        """Hand each part its new settings (every key here is one ``live_config.LIVE_KEYS``
+        allows; the others were refused before)."""
+        assert self.manager is not None and self.health is not None
+        if new.master != old.master:
+            self.master_factory.reconfigure(settings=master_settings(new.master),
+                                            auth=scraper_auth(new.master))
+        if new.manager != old.manager or new.scaling.downscale_delay != old.scaling.downscale_delay:
+            self.manager.reconfigure(manager_config=new.manager,
+                                     downscale_delay=new.scaling.downscale_delay)
+            assert self._commander_port is not None
+            self.health.reconfigure(url=self._check_url(new, self._commander_port),
+                                    timeout=new.manager.check_timeout)
+        for provider, before, after in zip(self.providers, old.providers, new.providers):
+            if isinstance(after, StaticProviderConfig) and after.proxies != before.proxies:
+                provider.set_proxies(after.proxies)
+        if new.commander.stats_window != old.commander.stats_window:
+            self.live.sampler.set_window(new.commander.stats_window)
+        bounds = {key: getattr(new.scaling, key) for key in SCALING_BOUNDS
+                  if getattr(new.scaling, key) != getattr(old.scaling, key)}
+        if bounds:
+            self.manager.update_scaling(bounds)
+
+    # --- running ---------------------------------------------------------------------------
 
     def start(self) -> Listening:
         from .commander.app import create_app
@@ -101,27 +190,30 @@ class Server:
             config.master.port, self.master_factory, interface=config.master.host, backlog=1024)
         self._ports.append(master_port)
         self.threadpool.start()
-        config_view = lambda: config_module.to_dict(self.config)  # noqa: E731
-        self.live = LiveFeed(clock=self.reactor, stats=self.stats, config_view=config_view,
+        self.state_threadpool.start()
+        self.live = LiveFeed(clock=self.reactor, stats=self.stats, config_view=self.config_view,
                              window=config.commander.stats_window)
         app = create_app(
             control=None, call_in_reactor=reactor_caller(self.reactor),
             username=config.commander.username, password=self.commander_password,
-            config_view=config_view, live=self.live)
+            config_view=self.config_view, config_update=self.update_config, live=self.live)
         commander_port = self.reactor.listenTCP(
             config.commander.port, make_site(app, reactor=self.reactor, threadpool=self.threadpool),
             interface=config.commander.host)
         self._ports.append(commander_port)
         commander_actual = commander_port.getHost().port
-        health = HealthChecker(reactor=self.reactor, url=self._check_url(commander_actual),
-                               timeout=config.manager.check_timeout)
+        self._commander_port = commander_actual
+        self.health = HealthChecker(reactor=self.reactor,
+                                    url=self._check_url(config, commander_actual),
+                                    timeout=config.manager.check_timeout)
         self.manager = Manager(
             reactor=self.reactor, providers=self.providers, pool=self.pool, stats=self.stats,
-            health=health, manager_config=config.manager,
+            health=self.health, manager_config=config.manager,
             scaling=Scaling(config.scaling.min, config.scaling.required, config.scaling.max),
             downscale_delay=config.scaling.downscale_delay)
         facade = CommanderFacade(manager=self.manager,
-                                 provider_types={p.name: p.type for p in config.providers})
+                                 provider_types={p.name: p.type for p in config.providers},
+                                 state=self.state)
         app.config["SCRAPOXY_CONTROL"] = facade
         _set_control(app, facade)
         self.manager.start()
@@ -166,6 +258,8 @@ class Server:
             except Exception:  # noqa: BLE001
                 log.exception("provider %s did not shut down cleanly", provider.name)
         self.threadpool.stop()
+        # Last: a state write still queued finishes before the thread ends.
+        self.state_threadpool.stop()
 
 
 def _set_control(app: Any, manager: Manager) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from twisted.internet.defer import Deferred
 
 from scrapoxy_server.config import ConfigError
 from scrapoxy_server.redaction import REDACTED, SECRET_KEYS
@@ -37,16 +38,26 @@ def without_redacted_secrets(patch: Any) -> Any:
     return patch
 
 
-def apply_config(commander: Commander, patch: dict) -> dict | None:
-    """Runs on the reactor thread: the new redacted config, or None if nothing changed."""
+def apply_config(commander: Commander, patch: dict) -> dict | None | Deferred:
+    """Runs on the reactor thread: the new redacted config, or None if nothing changed.
+
+    ``config_update`` may answer a Deferred (it fires once the change is saved); the event
+    is published then, and ``call_in_reactor`` waits for it.
+    """
     assert commander.config_update is not None
     before = commander.config_view() if commander.config_view is not None else None
-    after = commander.config_update(patch)
-    if before is not None and after == before:
-        return None
-    if commander.live is not None:
-        commander.live.config_changed(after)
-    return after
+
+    def finish(after: dict) -> dict | None:
+        if before is not None and after == before:
+            return None
+        if commander.live is not None:
+            commander.live.config_changed(after)
+        return after
+
+    result = commander.config_update(patch)
+    if isinstance(result, Deferred):
+        return result.addCallback(finish)
+    return finish(result)
 
 
 def views_blueprint(commander: Commander) -> Blueprint:

@@ -49,7 +49,10 @@ class Commander:
     live: LiveFeed | None = None
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` on the reactor thread: views live in the WSGI thread pool."""
+        """Run ``fn(*args)`` on the reactor thread: views live in the WSGI thread pool.
+
+        When ``fn`` answers a Deferred, this waits for it and returns its result (or raises
+        its error), as ``blockingCallFromThread`` does."""
         return self.call_in_reactor(fn, *args)
 
     def ready_control(self) -> Control:

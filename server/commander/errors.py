@@ -12,6 +12,8 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from scrapoxy_server.state import StateWriteError
+
 log = logging.getLogger(__name__)
 
 # Werkzeug's status -> our stable error code. Codes are part of the API: do not rename.
@@ -59,6 +61,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
         return error_response(error.status, error.code, error.message, field=error.field)
+
+    @app.errorhandler(StateWriteError)
+    def _not_saved(error: StateWriteError) -> Response:
+        # In force but not durable: the client must know it will not survive a restart.
+        return error_response(500, "not_saved", str(error))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response | HTTPException:

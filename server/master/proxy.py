@@ -83,6 +83,14 @@ class MasterFactory(Factory):
         self._deny = tuple(canonical_host(p) for p in settings.deny)
         self._allow = tuple(canonical_host(p) for p in settings.allow)
 
+    def reconfigure(self, *, settings: MasterSettings, auth: ScraperAuth | None) -> None:
+        """New timeouts, rules and scraper auth (``PATCH /api/config``): every request read
+        from now on uses them; requests already in flight finish with what they started with.
+        """
+        self.settings = settings
+        self.auth = auth
+        self.upstreams.connect_timeout = settings.connect_timeout
+
     def host_allowed(self, host: str) -> bool:
         """Allow/deny rules, matched against the canonical spelling of ``host``."""
         if not (self._deny or self._allow):

@@ -229,7 +229,8 @@ class UpstreamPool:
     def __init__(self, *, reactor: IReactorTCP | IReactorTime | Any, connect_timeout: float,
                  idle_keep: float = 15.0) -> None:
         self._reactor = reactor
-        self._connect_timeout = connect_timeout
+        # Public: PATCH /api/config changes it for the connections opened afterwards.
+        self.connect_timeout = connect_timeout
         self._idle_keep = idle_keep
         self._idle: dict[tuple, list[UpstreamConnection]] = {}
 
@@ -257,10 +258,10 @@ class UpstreamPool:
         pending = PendingConnection(on_ready=on_ready, on_error=on_error)
         factory = _Factory(pending, lambda: UpstreamConnection(
             pool=self, key=key, endpoint=endpoint, tunnel=tunnel))
-        pending.timer = self._reactor.callLater(self._connect_timeout, self._timed_out, pending)
+        pending.timer = self._reactor.callLater(self.connect_timeout, self._timed_out, pending)
         pending.connector = self._reactor.connectTCP(
             endpoint.address.hostname, endpoint.address.port, factory,
-            timeout=self._connect_timeout)
+            timeout=self.connect_timeout)
         return pending
 
     def _timed_out(self, pending: PendingConnection) -> None:

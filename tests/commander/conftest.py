@@ -4,6 +4,8 @@ from __future__ import annotations
 from base64 import b64encode
 
 import pytest
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from scrapoxy_server.commander.app import create_app
 from tests.commander.fakes import FakeControl, instance
@@ -18,8 +20,17 @@ def basic(username: str, password: str) -> dict[str, str]:
 
 
 def direct_call(fn, *args):
-    """Tests have no reactor thread: call_in_reactor is a plain call."""
-    return fn(*args)
+    """Tests have no reactor thread: call_in_reactor is a plain call, which (like
+    blockingCallFromThread) answers the result of a Deferred rather than the Deferred."""
+    result = fn(*args)
+    if isinstance(result, Deferred):
+        outcome = []
+        result.addBoth(outcome.append)
+        assert outcome, "a Deferred that has not fired: direct_call cannot wait for it"
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        return outcome[0]
+    return result
 
 
 @pytest.fixture
