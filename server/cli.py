@@ -14,6 +14,11 @@ TEMPLATE = '''\
 # Scrapoxy configuration (TOML). Every key is optional; the values shown are the defaults.
 # Times are in seconds. A string "env:NAME" is read from the environment variable NAME.
 
+# Scaling and config changes made through the API are kept here and applied over this file at
+# the next start (they win for the keys they changed; delete the file to let this one decide).
+# Unset: NAME.state.json next to this file.
+# state_file = "/var/lib/scrapoxy/state.json"
+
 [master]
 # The proxy your scraper points at.
 host = "127.0.0.1"
