@@ -45,14 +45,18 @@ def test_static_proxies_edited_through_the_api_serve_at_once_and_after_a_restart
     name = f"mine-127.0.0.1:{proxy.port}"
     state_file = tmp_path / "state.json"
     overrides = {"state_file": str(state_file),
+                 "commander": {"stats_window": 30.0},
                  "scaling": {"min": 1, "required": 1, "max": 1},
                  "providers": [{"type": "static", "name": "mine", "proxies": []}]}
     server = server_factory(overrides=overrides)
     assert server.api.instances() == []
+    assert server.api.get("/api/stats").json()["window"] == 30.0
 
     response = server.api.patch("/api/config",
-                                json={"providers": {"mine": {"proxies": [url]}}})
+                                json={"providers": {"mine": {"proxies": [url]}},
+                                      "commander": {"stats_window": 120.0}})
     assert response.status_code == 200
+    assert server.api.get("/api/stats").json()["window"] == 120.0
     assert response.json()["providers"][0]["proxies"] == [f"http://bob:***@127.0.0.1:{proxy.port}"]
     server.api.wait_alive(1, timeout=30)
     assert [i["name"] for i in server.api.instances()] == [name]
@@ -85,6 +89,7 @@ def test_static_proxies_edited_through_the_api_serve_at_once_and_after_a_restart
     again = server_factory(overrides=overrides)
     again.api.wait_alive(1, timeout=30)
     assert [i["name"] for i in again.api.instances()] == [name]
+    assert again.api.get("/api/stats").json()["window"] == 120.0
     assert STATIC_SECRET not in again.output()
 
 
