@@ -54,20 +54,20 @@ def patched(current: Config, patch: dict[str, Any]) -> Config:
     return after
 
 
-def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
+def changed_paths(before: Any, after: Any, *, prefix: str = "") -> list[str]:
     """Key paths whose value differs (lists are compared whole, except the provider list,
     whose entries are compared key by key as ``providers[i].key``)."""
     if isinstance(before, dict) and isinstance(after, dict):
         out = []
         for key in sorted(set(before) | set(after), key=str):
             path = f"{prefix}.{key}" if prefix else str(key)
-            out.extend(changed_paths(before.get(key), after.get(key), path))
+            out.extend(changed_paths(before.get(key), after.get(key), prefix=path))
         return out
     if prefix == "providers" and isinstance(before, list) and isinstance(after, list) \
             and len(before) == len(after):
         out = []
         for index, (old, new) in enumerate(zip(before, after)):
-            out.extend(changed_paths(old, new, f"providers[{index}]"))
+            out.extend(changed_paths(old, new, prefix=f"providers[{index}]"))
         return out
     return [] if before == after else [prefix]
 

@@ -87,3 +87,10 @@ def test_the_state_diff_holds_only_what_changed_with_providers_by_name():
     assert state_diff(CURRENT, new) == {"manager": {"check_interval": 1.0},
                                         "providers": {"mine": {"proxies": []}}}
     assert "scaling.max" in changed_paths({"scaling": {"max": 3}}, {"scaling": {"max": 5}})
+
+
+def test_the_config_read_from_the_api_sent_back_whole_changes_nothing():
+    from scrapoxy_server.commander.api_views import without_redacted_secrets
+    from scrapoxy_server.config import to_dict
+
+    assert patched(CURRENT, without_redacted_secrets(to_dict(CURRENT))) == CURRENT
