@@ -85,8 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scrapoxy-instance: cannot listen on {args.host}:{args.port}: {exc}",
               file=sys.stderr)
         return 1
-    print(listening_line(args.host, port.getHost().port), flush=True)
+    # Handlers first: whoever reads the line may signal at once (the local provider does).
     _stop_on_signals(reactor)
+    print(listening_line(args.host, port.getHost().port), flush=True)
     reactor.run(installSignalHandlers=False)
     return 0
 
@@ -103,6 +104,10 @@ def _stop_on_signals(reactor: Any) -> None:
             reactor.stop()
 
     def handler(signum: int, frame: Any) -> None:
+        # Later signals stay blocked (pending, dropped at exit): the interpreter puts back
+        # SIG_DFL while it exits, and one landing then would kill the process with -15. Not
+        # SIG_IGN: a signal already caught would then raise "ignored due to race condition".
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         reactor.callFromThread(stop)
 
     signal.signal(signal.SIGTERM, handler)

@@ -65,8 +65,10 @@ def test_a_second_sigterm_while_stopping_exits_cleanly_without_a_traceback():
         process.send_signal(signal.SIGTERM)
         process.send_signal(signal.SIGTERM)
         process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 0
-        assert "Traceback" not in process.stderr.read()
+        rc = process.wait(10)
+        err = process.stderr.read()
+        assert rc == 0, err
+        assert "Traceback" not in err
 
 
 def test_process_takes_its_password_from_the_environment():
