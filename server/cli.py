@@ -38,6 +38,9 @@ tls_verify = true
 # ca_file = "/path/to/extra-ca.pem"
 # One log line per request (logger "scrapoxy.access").
 access_log = true
+# Master processes sharing the port (this one plus workers): helps only when one master
+# process saturates a core and spare cores exist; on 2 cores it costs more than it gains.
+processes = 1
 
 [commander]
 # REST API and GUI.

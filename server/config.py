@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cluster.listen import reuseport_supported
 from .redaction import is_secret_path, redact_text, redact_value
 
 
@@ -58,6 +59,9 @@ class MasterConfig:
     # One log line per request (logger "scrapoxy.access"): client, method, target, instance,
     # status, error, bytes each way, duration.
     access_log: bool = True
+    # Master processes sharing the port (SO_REUSEPORT): this one plus processes - 1 workers.
+    # Worth it only when one master saturates a core and spare cores exist.
+    processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,7 @@ MAX_SECONDS = 365 * 24 * 3600.0
 MIN_STATS_WINDOW = 10.0
 MAX_STATS_WINDOW = 3600.0
 MAX_DEAD_AFTER_FAILURES = 1000
+MAX_MASTER_PROCESSES = 64
 
 # Every duration of the config, with its smallest accepted value (0 = "off" or "at once").
 DURATION_MINIMUMS: dict[str, float] = {
@@ -378,6 +383,12 @@ def validate(config: Config) -> None:
         _check_seconds(path, _value_at(config, path), minimum=minimum)
     _check_seconds("commander.stats_window", config.commander.stats_window,
                    minimum=MIN_STATS_WINDOW, maximum=MAX_STATS_WINDOW)
+    if not 1 <= config.master.processes <= MAX_MASTER_PROCESSES:
+        raise ConfigError("master.processes",
+                          f"must be in 1..{MAX_MASTER_PROCESSES}, "
+                          f"got {_show(config.master.processes, '')}")
+    if config.master.processes > 1 and not reuseport_supported():
+        raise ConfigError("master.processes", "needs SO_REUSEPORT, which this system lacks")
     if config.master.auth is not None and not config.master.auth.username:
         raise ConfigError("master.auth.username", "must not be empty")
     validate_scaling(

@@ -21,6 +21,9 @@ from twisted.python.threadpool import ThreadPool
 
 from . import config as config_module
 from . import live_config
+from .cluster.leader import MasterWorkers
+from .cluster.listen import listen_shared
+from .cluster.messages import auth_to_wire, settings_to_wire
 from .config import (AwsEc2ProviderConfig, Config, LocalProviderConfig, MasterConfig,
                      StaticProviderConfig, is_loopback)
 from .facade import CommanderFacade
@@ -35,6 +38,9 @@ from .state import SCALING_BOUNDS, StateKeeper, StateStore, default_state_path, 
 from .stats import Stats
 
 log = logging.getLogger(__name__)
+
+# Pending client connections the master's listening socket holds (Twisted's default is 50).
+MASTER_BACKLOG = 1024
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Server:
             settings=master_settings(config.master), auth=scraper_auth(config.master),
             tls=TlsCreators(verify=config.master.tls_verify, ca_file=config.master.ca_file))
         self.threadpool = ThreadPool(minthreads=1, maxthreads=8, name="commander")
+        self.workers: Any = None  # MasterWorkers, with master.processes > 1
         self.manager: Manager | None = None
         self.health: HealthChecker | None = None
         self.live: Any = None
@@ -162,6 +169,9 @@ class Server:
         if new.master != old.master:
             self.master_factory.reconfigure(settings=master_settings(new.master),
                                             auth=scraper_auth(new.master))
+            if self.workers is not None:
+                self.workers.reconfigure(settings=settings_to_wire(master_settings(new.master)),
+                                         auth=auth_to_wire(new.master.auth))
         if new.manager != old.manager or new.scaling.downscale_delay != old.scaling.downscale_delay:
             self.manager.reconfigure(manager_config=new.manager,
                                      downscale_delay=new.scaling.downscale_delay)
@@ -186,8 +196,7 @@ class Server:
         from .commander.wsgi import make_site, reactor_caller
 
         config = self.config
-        master_port = self.reactor.listenTCP(
-            config.master.port, self.master_factory, interface=config.master.host, backlog=1024)
+        master_port = self._listen_master(config.master)
         self._ports.append(master_port)
         self.threadpool.start()
         self.state_threadpool.start()
@@ -219,11 +228,38 @@ class Server:
         self.manager.start()
         self.live.start(facade)
         self._sweeper.start(5.0, now=False)
+        if config.master.processes > 1:
+            self._start_workers(config.master, port=master_port.getHost().port)
         return Listening(
             master=_url(config.master.host, master_port.getHost().port),
             commander=_url(config.commander.host, commander_actual),
             commander_user=config.commander.username,
             generated_password=self.commander_password if self.password_generated else None)
+
+    def _listen_master(self, master: MasterConfig) -> Any:
+        if master.processes == 1:
+            return self.reactor.listenTCP(master.port, self.master_factory,
+                                          interface=master.host, backlog=MASTER_BACKLOG)
+        # Other processes will bind the same address: the kernel spreads connections.
+        return listen_shared(self.reactor, host=master.host, port=master.port,
+                             factory=self.master_factory, backlog=MASTER_BACKLOG)
+
+    def _start_workers(self, master: MasterConfig, *, port: int) -> None:
+        """``master.processes - 1`` worker processes on the same port, fed this process's
+        pool; their traffic lands in this process's stats (``scrapoxy_server.cluster``)."""
+        self.workers = MasterWorkers(
+            reactor=self.reactor, count=master.processes - 1, pool=self.pool, stats=self.stats,
+            start_message={
+                "kind": "start", "host": master.host, "port": port, "backlog": MASTER_BACKLOG,
+                "settings": settings_to_wire(master_settings(master)),
+                "auth": auth_to_wire(master.auth),
+                "tls": {"verify": master.tls_verify, "ca_file": master.ca_file},
+                "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel())})
+        d = self.workers.start()
+        d.addCallback(lambda pids: log.info("%d master worker(s) serve on port %d: pids %s",
+                                            len(pids), port, ", ".join(map(str, pids))))
+        d.addErrback(lambda failure: log.error("master workers did not all start: %s",
+                                               failure.getErrorMessage()))
 
     @defer.inlineCallbacks
     def stop(self) -> Any:
@@ -234,6 +270,8 @@ class Server:
         self._stopped = True
         for port in self._ports:
             yield port.stopListening()
+        if self.workers is not None:
+            yield self.workers.stop()
         if self._sweeper.running:
             self._sweeper.stop()
         if self.live is not None:

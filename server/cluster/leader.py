@@ -117,6 +117,14 @@ class MasterWorkers:
                     childFDs={0: "w", 1: "r", 2: 2})
         return worker.listening
 
+    def reconfigure(self, *, settings: dict[str, Any], auth: dict[str, str] | None) -> None:
+        """New master settings and scraper auth (wire form) for every worker, and for those
+        started later."""
+        self.start_message = {**self.start_message, "settings": settings, "auth": auth}
+        message = {"kind": "settings", "settings": settings, "auth": auth}
+        for worker in self._workers.values():
+            worker.send(message)
+
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers.values() if w.alive and w.pid is not None]
 

@@ -6,6 +6,8 @@ leader -> worker:
   "tls": {"verify", "ca_file"}, "log_level"}``: once, first. ``port`` is the leader's actual
   port (it may have been 0 in the config).
 - ``{"kind": "pool", "endpoints": [...]}``: the routable instances, whenever they change.
+- ``{"kind": "settings", "settings": {...}, "auth": {...} | null}``: new master settings
+  (``PATCH /api/config``); requests read from then on use them.
 
 worker -> leader:
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..master.auth import ScraperAuth
 from ..master.proxy import MasterSettings
 from ..models import Address, Credentials, Endpoint
 
@@ -54,6 +57,16 @@ def settings_from_wire(data: dict[str, Any]) -> MasterSettings:
         # JSON has no tuples; the settings hold their sequences as tuples.
         values[name] = tuple(value) if isinstance(value, list) else value
     return MasterSettings(**values)
+
+
+def auth_to_wire(auth: Any) -> dict[str, str] | None:
+    """The config's ``master.auth`` (username and password), for the pipe to a worker."""
+    return None if auth is None else {"username": auth.username, "password": auth.password}
+
+
+def auth_from_wire(data: dict[str, str] | None) -> ScraperAuth | None:
+    return None if data is None else ScraperAuth(username=data["username"],
+                                                 password=data["password"])
 
 
 def _plain(value: Any) -> Any:

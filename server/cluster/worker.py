@@ -21,13 +21,12 @@ from twisted.internet import stdio, task
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from ..master.auth import ScraperAuth
 from ..master.proxy import MasterFactory
 from ..master.tls import TlsCreators
 from ..pool import InstancePool
 from .channel import ChannelError, FrameDecoder, encode
 from .listen import listen_shared
-from .messages import endpoint_from_wire, settings_from_wire
+from .messages import auth_from_wire, endpoint_from_wire, settings_from_wire
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +74,20 @@ class Worker:
             self.start(message)
         elif kind == "pool":
             self.pool.publish([endpoint_from_wire(e) for e in message["endpoints"]])
+        elif kind == "settings":
+            if self.factory is not None:
+                self.factory.reconfigure(settings=settings_from_wire(message["settings"]),
+                                         auth=auth_from_wire(message.get("auth")))
         else:
             log.warning("unknown message %r from the leader", kind)
 
     def start(self, message: dict[str, Any]) -> None:
         logging.getLogger().setLevel(message.get("log_level", "INFO"))
-        auth = message.get("auth")
         tls = message["tls"]
         self.factory = MasterFactory(
             reactor=self.reactor, pool=self.pool, stats=self.stats,
             settings=settings_from_wire(message["settings"]),
-            auth=ScraperAuth(username=auth["username"], password=auth["password"])
-            if auth is not None else None,
+            auth=auth_from_wire(message.get("auth")),
             tls=TlsCreators(verify=tls["verify"], ca_file=tls["ca_file"]))
         self.port = listen_shared(self.reactor, host=message["host"], port=message["port"],
                                   factory=self.factory, backlog=message["backlog"])

@@ -157,3 +157,21 @@ def test_a_garbage_speaking_worker_is_killed():
     workers.start()
     spawner.processes[0].protocol.childDataReceived(1, b"\xff\xff\xff\xff")
     assert spawner.processes[0].signals == ["KILL"]
+
+
+def test_new_settings_reach_every_worker_and_the_ones_started_later():
+    clock, pool, stats, spawner, workers = make(count=2)
+    workers.start()
+    for process in spawner.processes:
+        process.says({"kind": "listening", "pid": process.pid})
+    settings = {"connect_timeout": 1.0}
+    workers.reconfigure(settings=settings, auth={"username": "u", "password": "p"})
+    for process in spawner.processes:
+        assert process.received[-1] == {"kind": "settings", "settings": settings,
+                                         "auth": {"username": "u", "password": "p"}}
+    spawner.processes[0].exits(1)
+    clock.advance(60)
+    restarted = spawner.processes[-1]
+    assert restarted.received[0]["kind"] == "start"
+    assert restarted.received[0]["settings"] == settings
+    assert restarted.received[0]["auth"] == {"username": "u", "password": "p"}
