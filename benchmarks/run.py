@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import hotpath  # noqa: E402
 import report  # noqa: E402
 from lab import HAPROXY, HOST, NGINX, SQUID, Lab, LabError, cpu_seconds, rss_bytes  # noqa: E402
 from load import WRK, lua_script, run_connect, run_wrk  # noqa: E402
@@ -92,7 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     parser.add_argument("--memory", action="store_true", help="only the memory checks")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["matrix", "https", "connect", "memory", "pool", "planner"],
+                        choices=["matrix", "profile", "https", "connect", "memory", "pool",
+                                 "planner"],
                         help="leave out a section (repeatable)")
     parser.add_argument("--pool-size", type=int, default=1000,
                         help="instances in the large pool of the pool-size check")
@@ -230,6 +232,9 @@ def run(args: argparse.Namespace, lab: Lab, results: dict) -> None:
                 for label, points in runs.items():
                     record(median_point(points))
 
+    if "profile" not in skip:
+        results["profile"] = profile_master(args, lab, master=master, drive=drive)
+
     if "https" not in skip and origin.extra.get("tls_port"):
         print("https by Location", flush=True)
         tls_port = origin.extra["tls_port"]
@@ -280,6 +285,24 @@ def run(args: argparse.Namespace, lab: Lab, results: dict) -> None:
     if "planner" not in skip:
         results["planner"] = planner_timing(10_000)
         print(f"planner: {results['planner']}", flush=True)
+
+
+def profile_master(args, lab: Lab, *, master, drive) -> dict:
+    """The master's per-request path under the top concurrency, 1 KiB, sampled by py-spy."""
+    if not hotpath.available():
+        print("profile: py-spy not found (pip install py-spy); skipped", flush=True)
+        return {"skipped": "py-spy not installed"}
+    concurrency = max(args.concurrency)
+    print(f"profile: py-spy on the master at c={concurrency}, 1 KiB", flush=True)
+    raw = lab.workdir / "master-profile.txt"
+    sampler = hotpath.record(master.pid, seconds=args.duration, out=raw)
+    point = drive(report.MASTER, "1k", concurrency, args.duration)
+    sampler.wait(timeout=args.duration + 30)
+    summary = hotpath.summarise(raw) if raw.exists() else {"samples": 0}
+    summary["rps_while_sampled"] = round(point.rps)
+    for percent, frame in summary.get("self", [])[:8]:
+        print(f"  {percent:5.1f}%  {frame}", flush=True)
+    return summary
 
 
 def median_point(points: list):

@@ -14,10 +14,12 @@ MAX_CHUNK_LINE = 4096
 # RFC 9110 token characters; a space before the colon or any control byte is refused
 # (request smuggling and header injection both start there).
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
-_HEADER_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*?"
+# A field value without its surrounding spaces: visible bytes, with spaces or tabs only
+# between them. Greedy, so that it does not retry the rest of the pattern at every byte.
+_HEADER_VALUE = rb"(?:[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)?"
 # A whole header section, each line ending in LF (CRLF or bare LF): validated in one match,
 # pairs extracted in one findall. Same rules as _HEADER_LINE, line by line.
+_HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _HEADER_VALUE + rb")[ \t]*")
 _HEADER_PAIRS = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _HEADER_VALUE + rb")[ \t]*\r?\n")
 _HEADER_SECTION = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*" + _HEADER_VALUE + rb"[ \t]*\r?\n)*")
 # Any visible byte (and obs-text); no space, control or DEL.
@@ -167,16 +169,17 @@ def connection_tokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
-def filter_headers(headers: Headers, *, drop: frozenset[bytes] = frozenset()) -> Headers:
-    """Headers without hop-by-hop ones, the names ``Connection`` lists, and ``drop``."""
+def forwarded_headers(headers: Headers, *, drop: frozenset[bytes] = frozenset()) -> bytes:
+    """The header lines to send on: without hop-by-hop ones, the names ``Connection``
+    lists, and ``drop``; serialized in the same pass (it runs twice per request)."""
     listed = connection_tokens(headers)
-    out = []
+    out: list[bytes] = []
     for name, value in headers:
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in listed or lower in drop:
             continue
-        out.append((name, value))
-    return out
+        out += (name, b": ", value, b"\r\n")
+    return b"".join(out)
 
 
 # --- body framing ----------------------------------------------------------------------
@@ -326,10 +329,6 @@ class ChunkedReader:
                 elif self.strict and _HEADER_LINE.fullmatch(line) is None:
                     raise HttpError("malformed trailer line")
         return pos
-
-
-def serialize_headers(headers: Headers) -> bytes:
-    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
 
 
 def _show(raw: bytes) -> str:

@@ -345,8 +345,8 @@ class Exchange:
         head, target = self.head, self.target
         assert target is not None
         line = head.method + b" " + (target.path if target.tls else target.absolute) + b" HTTP/1.1\r\n"
-        headers = http1.filter_headers(head.headers, drop=_REQUEST_DROP)
-        parts = [line, b"Host: ", target.authority, b"\r\n", http1.serialize_headers(headers)]
+        parts = [line, b"Host: ", target.authority, b"\r\n",
+                 http1.forwarded_headers(head.headers, drop=_REQUEST_DROP)]
         if self.body_kind == http1.CHUNKED:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         elif self.body_kind == http1.LENGTH:
@@ -464,8 +464,8 @@ class Exchange:
             self.response_reader = http1.ChunkedReader(decode=not client_http11)
         if not client_http11 or self.response_kind == http1.UNTIL_CLOSE:
             self.keep_alive = False
-        headers = http1.filter_headers(head.headers, drop=_RESPONSE_DROP)
-        parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason), http1.serialize_headers(headers)]
+        parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason),
+                 http1.forwarded_headers(head.headers, drop=_RESPONSE_DROP)]
         if self.response_kind == http1.LENGTH:
             parts.append(b"Content-Length: %d\r\n" % self.response_left)
         elif self.response_kind == http1.NO_BODY:
