@@ -10,7 +10,13 @@ import socket
 import time
 
 import pytest
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from scrapoxy_server.master.proxy import MasterFactory, MasterSettings
+from scrapoxy_server.master.tls import TlsCreators
+from scrapoxy_server.models import Address, Endpoint
+from scrapoxy_server.pool import InstancePool
+from scrapoxy_server.stats import Stats
 from tests.master.rawhttp import RawConnection, request
 
 
@@ -19,34 +25,69 @@ def post(url: str, body: bytes, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def test_an_upload_still_sending_is_not_cut_by_the_idle_timeout(start_master, origin):
-    master = start_master(idle_timeout=1.0)
-    piece, pieces = b"x" * 1000, 8
-    with RawConnection(master.port) as connection:
-        connection.send(post(f"{origin.url}/upload", b"", f"Content-Length: {len(piece) * pieces}"))
-        for _ in range(pieces):  # 8 pieces 0.4 s apart: 3.2 s, well past the 1 s idle timeout
-            connection.send(piece)
-            time.sleep(0.4)
-        response = connection.read_response()
-    assert response.status == 200, response.body
-    assert b'"body_length": 8000' in response.body
+class _Memory:
+    """A master on a ``MemoryReactorClock``: the client and the instance are string
+    transports the test speaks for, and time moves only when the test says."""
+
+    def __init__(self, *, idle_timeout: float) -> None:
+        self.reactor = MemoryReactorClock()
+        pool = InstancePool()
+        pool.publish([Endpoint("p1", Address("127.0.0.1", 3128))])
+        self.factory = MasterFactory(
+            reactor=self.reactor, pool=pool, stats=Stats(),
+            settings=MasterSettings(connect_timeout=5.0, idle_timeout=idle_timeout,
+                                    wait_for_instance=0.0),
+            auth=None, tls=TlsCreators(verify=True, ca_file=None))
+        self.client = StringTransport()
+        self.protocol = self.factory.buildProtocol(None)
+        self.protocol.makeConnection(self.client)
+
+    def instance(self) -> StringTransport:
+        """Accept the master's connection to the instance; its transport."""
+        *_, factory, _, _ = self.reactor.tcpClients[-1]
+        upstream = factory.buildProtocol(None)
+        transport = StringTransport()
+        upstream.makeConnection(transport)
+        self.upstream = upstream
+        return transport
 
 
-def test_a_head_not_complete_within_the_idle_timeout_gets_408(start_master, origin):
-    master = start_master(idle_timeout=1.0)
-    mark = origin.mark()
-    with RawConnection(master.port) as connection:
-        started = time.monotonic()
-        connection.send(f"GET {origin.url}/headers HTTP/1.1\r\nX-A: 1\r\n".encode())
-        for _ in range(4):  # a slow client trickling header lines (slowloris)
-            time.sleep(0.3)
-            connection.send(b"X-B: 2\r\n")
-        response = connection.read_response()
-        assert response.status == 408
-        assert response.header("x-scrapoxy-error") == "bad_request"
-        assert time.monotonic() - started < 3
-        assert connection.closed_by_peer()
-    assert origin.since(mark) == []
+def test_an_upload_still_sending_is_not_cut_by_the_idle_timeout():
+    lab = _Memory(idle_timeout=1.0)
+    lab.protocol.dataReceived(post("http://origin.test/upload", b"", "Content-Length: 8000"))
+    instance = lab.instance()
+    for _ in range(8):  # 8 pieces 0.4 s apart: 3.2 s, well past the 1 s idle timeout
+        lab.protocol.dataReceived(b"x" * 1000)
+        lab.reactor.advance(0.4)
+    assert instance.value().endswith(b"x" * 8000)
+    assert not lab.client.disconnecting and lab.client.value() == b""
+    lab.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert lab.client.value().startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_silent_instance_is_504_once_the_upload_is_done_and_the_timeout_passes():
+    lab = _Memory(idle_timeout=1.0)
+    lab.protocol.dataReceived(post("http://origin.test/upload", b"x" * 10, "Content-Length: 10"))
+    lab.instance()
+    lab.reactor.advance(0.9)
+    assert lab.client.value() == b""
+    lab.reactor.advance(0.2)
+    assert lab.client.value().startswith(b"HTTP/1.1 504")
+
+
+def test_a_head_not_complete_within_the_idle_timeout_gets_408():
+    lab = _Memory(idle_timeout=1.0)
+    lab.protocol.dataReceived(b"GET http://origin.test/headers HTTP/1.1\r\nX-A: 1\r\n")
+    for _ in range(3):  # a slow client trickling header lines (slowloris)
+        lab.reactor.advance(0.3)
+        lab.protocol.dataReceived(b"X-B: 2\r\n")
+    assert lab.client.value() == b""
+    lab.reactor.advance(0.2)
+    answer = lab.client.value()
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"x-scrapoxy-error: bad_request" in answer
+    assert lab.client.disconnecting
+    assert lab.reactor.tcpClients == []  # no instance was ever contacted
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(start_master, origin):
