@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config, ConfigError, load_file
+from .console import say
 
 TEMPLATE = '''\
 # Scrapoxy configuration (TOML). Every key is optional; the values shown are the defaults.
@@ -142,31 +143,28 @@ def _start(path: str | None, *, log_level: str) -> int:
         return 2
     _setup_logging(log_level)
     from twisted.internet import reactor
-    from twisted.internet.error import CannotListenError
 
-    from .root import Server
+    from .root import ListenError, Server
 
     server = Server(config=config, reactor=reactor)
     try:
         listening = server.start()
-    except CannotListenError as exc:
-        print(f"scrapoxy-server: cannot listen on {exc.interface or '*'}:{exc.port}: "
-              f"{exc.socketError}", file=sys.stderr)
+    except ListenError as exc:
+        print(f"scrapoxy-server: {exc}", file=sys.stderr)
         return 1
     source = path if path else "embedded default (local provider)"
     scaling = config.scaling
-    print(f"scrapoxy-server {__version__} ({source})", flush=True)
-    print(f"  master:    {listening.master}   <- point your scraper here", flush=True)
-    print(f"  commander: {listening.commander}   (API at /api, GUI at /)", flush=True)
+    say(f"scrapoxy-server {__version__} ({source})")
+    say(f"  master:    {listening.master}   <- point your scraper here")
+    say(f"  commander: {listening.commander}   (API at /api, GUI at /)")
     if listening.generated_password is not None:
-        print(f"  commander login: {listening.commander_user} / {listening.generated_password}"
-              "   (generated for this run; set commander.password to fix it)", flush=True)
+        say(f"  commander login: {listening.commander_user} / {listening.generated_password}"
+            "   (generated for this run; set commander.password to fix it)")
     else:
-        print(f"  commander login: {listening.commander_user} / (the configured password)",
-              flush=True)
+        say(f"  commander login: {listening.commander_user} / (the configured password)")
     providers = ", ".join(f"{p.name} ({p.type})" for p in config.providers)
-    print(f"  providers: {providers}; scaling min {scaling.min} / required {scaling.required}"
-          f" / max {scaling.max}", flush=True)
+    say(f"  providers: {providers}; scaling min {scaling.min} / required {scaling.required}"
+        f" / max {scaling.max}")
     # The reactor stops on SIGINT and SIGTERM; the trigger then shuts instances down.
     reactor.addSystemEventTrigger("before", "shutdown", server.stop)
     reactor.run()

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.internet.error import CannotListenError
 from twisted.python.threadpool import ThreadPool
 
 from . import config as config_module
 from .config import (AwsEc2ProviderConfig, Config, LocalProviderConfig, StaticProviderConfig,
                      is_loopback)
+from .console import say
 from .health import HealthChecker
 from .manager import Manager
 from .master.auth import ScraperAuth
@@ -45,6 +47,15 @@ def build_provider(provider_config: Any, *, reactor: Any) -> Any:
         from .providers.awsec2 import AwsEc2Provider
         return AwsEc2Provider(reactor=reactor, config=provider_config)
     raise TypeError(f"no provider for {type(provider_config).__name__}")
+
+
+class ListenError(Exception):
+    """A port could not be bound; ``part`` is ``"master"`` or ``"commander"``."""
+
+    def __init__(self, *, part: str, host: str, port: int, reason: str) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(f"cannot listen on {shown}:{port} for the {part} ({part}.port): {reason}")
+        self.part = part
 
 
 def _url(host: str, port: int) -> str:
@@ -91,25 +102,30 @@ class Server:
         return _url(host, commander_port) + "/ip"
 
     def start(self) -> Listening:
+        """Listen on both ports, then start the thread pool, the manager and the feeds.
+
+        Raises ``ListenError`` naming the part whose port could not be bound; nothing is
+        left running then (no port, no thread, no instance), so the caller can just exit.
+        """
         from .commander.app import create_app
         from .commander.events import LiveFeed
         from .commander.wsgi import make_site, reactor_caller
 
         config = self.config
-        master_port = self.reactor.listenTCP(
-            config.master.port, self.master_factory, interface=config.master.host, backlog=1024)
-        self._ports.append(master_port)
-        self.threadpool.start()
         config_view = lambda: config_module.to_dict(self.config)  # noqa: E731
         self.live = LiveFeed(clock=self.reactor, stats=self.stats, config_view=config_view)
         app = create_app(
             control=None, call_in_reactor=reactor_caller(self.reactor),
             username=config.commander.username, password=self.commander_password,
             config_view=config_view, live=self.live)
-        commander_port = self.reactor.listenTCP(
-            config.commander.port, make_site(app, reactor=self.reactor, threadpool=self.threadpool),
-            interface=config.commander.host)
-        self._ports.append(commander_port)
+        site = make_site(app, reactor=self.reactor, threadpool=self.threadpool)
+        # Both ports first: a port in use must stop the start before any thread or instance
+        # exists, or the process would hang on them (or bill for them) after reporting it.
+        master_port = self._listen("master", config.master.host, config.master.port,
+                                   self.master_factory, backlog=1024)
+        commander_port = self._listen("commander", config.commander.host,
+                                      config.commander.port, site)
+        self.threadpool.start()
         commander_actual = commander_port.getHost().port
         health = HealthChecker(reactor=self.reactor, url=self._check_url(commander_actual),
                                timeout=config.manager.check_timeout)
@@ -129,13 +145,35 @@ class Server:
             commander_user=config.commander.username,
             generated_password=self.commander_password if self.password_generated else None)
 
+    def _listen(self, part: str, host: str, port: int, factory: Any, **options: Any) -> Any:
+        try:
+            listening = self.reactor.listenTCP(port, factory, interface=host, **options)
+        except CannotListenError as exc:
+            for opened in self._ports:
+                opened.stopListening()
+            self._ports.clear()
+            raise ListenError(part=part, host=host, port=port, reason=str(exc.socketError)) from exc
+        self._ports.append(listening)
+        return listening
+
     @defer.inlineCallbacks
     def stop(self) -> Any:
         """Stop listening, then terminate the instances this server created (unless
-        configured to keep them), and say what was done."""
+        configured to keep them), and say what was done.
+
+        The commander's thread pool is stopped whatever fails before: its threads are not
+        daemons, and one left running keeps the process alive after the reactor stopped.
+        """
         if self._stopped:
             return
         self._stopped = True
+        try:
+            yield self._stop_serving()
+        finally:
+            self.threadpool.stop()
+
+    @defer.inlineCallbacks
+    def _stop_serving(self) -> Any:
         for port in self._ports:
             yield port.stopListening()
         if self._sweeper.running:
@@ -151,17 +189,16 @@ class Server:
                 log.exception("stopping the manager failed")
                 names = []
             if terminate:
-                print(f"scrapoxy-server: terminated {len(names)} instance(s)"
-                      + (f": {', '.join(names)}" if names else ""), flush=True)
+                say(f"scrapoxy-server: terminated {len(names)} instance(s)"
+                    + (f": {', '.join(names)}" if names else ""))
             else:
-                print("scrapoxy-server: left the instances running "
-                      "(manager.terminate_on_shutdown = false)", flush=True)
+                say("scrapoxy-server: left the instances running "
+                    "(manager.terminate_on_shutdown = false)")
         for provider in self.providers:
             try:
                 yield provider.shutdown()
             except Exception:  # noqa: BLE001
                 log.exception("provider %s did not shut down cleanly", provider.name)
-        self.threadpool.stop()
 
 
 def _set_control(app: Any, manager: Manager) -> None:
