@@ -1,4 +1,5 @@
-"""``scrapoxy-server``: init a config file, start the server, test the pool from outside."""
+"""The ``scrapoxy-server`` command: init a config file, start the server, test the pool from
+outside. ``main`` is the console script's entry point."""
 from __future__ import annotations
 
 import argparse
@@ -92,8 +93,16 @@ name = "local"
 '''
 
 
+DESCRIPTION = "Scrapoxy: one proxy address for your scraper, a pool of rotating proxies behind it."
+TEST_DESCRIPTION = """\
+Send N requests through the master and print, for each, the egress address that answered;
+then each distinct egress address with its count. The master and the URL come from CONFIG, the
+file the server was started with (no CONFIG: the embedded default's addresses). Exit status 0
+when every request got a 200."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scrapoxy-server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="scrapoxy-server", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"scrapoxy-server {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     init = commands.add_parser("init", help="write a commented configuration template")
@@ -101,19 +110,39 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("start", help="run the server (no PATH: the embedded default)")
     start.add_argument("path", nargs="?")
     start.add_argument("--log-level", default=os.environ.get("SCRAPOXY_LOG_LEVEL", "INFO"))
-    test = commands.add_parser("test", help="send requests through the master and count egress IPs")
-    test.add_argument("url", nargs="?", default=None,
-                      help="URL answering the caller's IP (default: the commander's /ip)")
-    test.add_argument("--count", type=int, default=10)
-    test.add_argument("--master", default="http://127.0.0.1:8888",
-                      help="master URL, with user:password@ when scraper auth is on")
+    test = commands.add_parser(
+        "test", help="send requests through the master and count egress IPs",
+        description=TEST_DESCRIPTION, usage="%(prog)s [CONFIG] [URL] [--count N] [--master URL]")
+    test.add_argument("config", nargs="?", metavar="CONFIG",
+                      help="the server's config file (default: the embedded default)")
+    test.add_argument("url", nargs="?", metavar="URL",
+                      help="URL answering the caller's IP (default: manager.check_url, else "
+                           "the commander's /ip)")
+    test.add_argument("--count", type=int, default=10, metavar="N",
+                      help="how many requests to send, one after the other (default: 10)")
+    test.add_argument("--master", default=None, metavar="URL",
+                      help="master URL, http://user:password@host:port with scraper auth "
+                           "(default: from CONFIG)")
     args = parser.parse_args(argv)
     if args.command == "init":
         return _init(Path(args.path))
     if args.command == "start":
         return _start(args.path, log_level=args.log_level)
-    from .selftest import run_test
-    return run_test(master=args.master, url=args.url, count=args.count)
+    return _test(config_path=args.config, url=args.url, count=args.count, master=args.master)
+
+
+def _test(*, config_path: str | None, url: str | None, count: int, master: str | None) -> int:
+    from .selftest import run_test, targets_from_config
+
+    if config_path is not None and url is None and "://" in config_path:
+        config_path, url = None, config_path  # ``test URL``: no config, the URL alone
+    try:
+        config = _load(config_path)
+        targets = targets_from_config(config, master=master, url=url)
+    except (ConfigError, ValueError) as exc:
+        print(f"scrapoxy-server test: {exc}", file=sys.stderr)
+        return 2
+    return run_test(targets=targets, count=count)
 
 
 def _init(path: Path) -> int:

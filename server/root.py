@@ -13,8 +13,8 @@ from twisted.internet.error import CannotListenError
 from twisted.python.threadpool import ThreadPool
 
 from . import config as config_module
-from .config import (AwsEc2ProviderConfig, Config, LocalProviderConfig, StaticProviderConfig,
-                     is_loopback)
+from .addresses import commander_ip_url
+from .config import AwsEc2ProviderConfig, Config, LocalProviderConfig, StaticProviderConfig
 from .console import say
 from .health import HealthChecker
 from .manager import Manager
@@ -96,10 +96,7 @@ class Server:
     def _check_url(self, commander_port: int) -> str:
         if self.config.manager.check_url is not None:
             return self.config.manager.check_url
-        host = self.config.commander.host
-        if not is_loopback(host):
-            host = "127.0.0.1"  # a wildcard bind still answers on loopback
-        return _url(host, commander_port) + "/ip"
+        return commander_ip_url(self.config.commander.host, commander_port)
 
     def start(self) -> Listening:
         """Listen on both ports, then start the thread pool, the manager and the feeds.
