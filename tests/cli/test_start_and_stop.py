@@ -103,3 +103,15 @@ def test_master_and_commander_on_one_port_stops_the_start(tmp_path, lab_ca):
         assert code == 1
         assert f"cannot listen on 127.0.0.1:{port} for the commander" in stderr
         assert group_members(process.pid) == []
+
+
+def test_instances_die_with_a_server_killed_with_sigkill(server_factory):
+    """``kill -9`` runs no shutdown: the local instances notice their parent is gone."""
+    server = server_factory(instances=2)
+    server.api.wait_alive(2)
+    instances = children_of(server.process.pid)
+    assert len(instances) == 2
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(5)
+    assert wait_for(lambda: not any(running(pid) for pid in instances), timeout=5), \
+        f"instance processes outlived the killed server: {instances}"
