@@ -93,11 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scrapoxy-instance: cannot listen on {args.host}:{args.port}: {exc}",
               file=sys.stderr)
         return 1
-    print(listening_line(args.host, port.getHost().port), flush=True)
+    # Handlers before the announcement: the provider may SIGTERM the instance as soon as it
+    # reads the line, and the default disposition would kill it (exit -15, no clean stop).
     stop = _stop_on_signals(reactor)
+    print(listening_line(args.host, port.getHost().port), flush=True)
     if parent_pid is not None:
         watch_parent(clock=reactor, parent_pid=parent_pid, stop=stop)
     reactor.run(installSignalHandlers=False)
+    # Stopped already: a late SIGTERM (the provider's shutdown repeats it) must not meet the
+    # default disposition that interpreter finalization restores, which would kill the
+    # process with -15 instead of letting it exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
     return 0
 
 
