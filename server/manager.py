@@ -9,7 +9,9 @@ Two loops run on the reactor (started by ``Manager.start``, never by the constru
   that has an address (``HealthChecker``), update alive/failures/fingerprint, publish. An
   alive instance that relayed traffic since the last round with no fault reported
   (``pool.take_served``) counts as checked without a probe: under load the master's own
-  requests are the health checks, and a large pool costs no probe traffic.
+  requests are the health checks, and a large pool costs no probe traffic. A round does not
+  wait for its checks: each verdict lands when its check answers, and an instance whose
+  check is still in flight is skipped, so a hung instance delays nobody else.
 
 Both loops catch their own errors: a ``LoopingCall`` stops for good the first time its
 function fails. A provider whose call fails is logged with the cause and backed off
@@ -57,6 +59,8 @@ PROVIDER_CALL_TIMEOUT = 120.0
 # A terminated instance still listed as running after this many seconds is planned again
 # (the terminate call may have been lost).
 TERMINATE_RETRY_AFTER = 60.0
+# Seconds past ``check_timeout`` after which a health check that never answered is failed.
+CHECK_TIMEOUT_SLACK = 1.0
 
 SCALING_KEYS = ("min", "required", "max")
 
@@ -102,6 +106,8 @@ class _Record:
     check_error: str | None = None
     retiring_since: float | None = None
     terminating_since: float | None = None
+    # A health check of this instance is in flight.
+    checking: bool = False
 
     @property
     def name(self) -> str:
@@ -332,6 +338,10 @@ class Manager:
         for name, reason in decision.terminate:
             record = self._records[name]
             log.info("terminating instance %s: %s", name, _explain(reason, record))
+            if reason in (Reason.DEAD, Reason.ERROR):
+                # Dead by dead_after may still carry the verdict of its last passing check;
+                # the API must not show it alive while it stops.
+                record.alive = False
             by_provider.setdefault(record.instance.provider, []).append(name)
         for provider_name, names in by_provider.items():
             commands.append(self._terminate(provider_name, names))
@@ -436,29 +446,38 @@ class Manager:
     # --- health --------------------------------------------------------------------------
 
     def check_health(self) -> defer.Deferred:
-        """One health round over every instance with an address. Never fails."""
-        d = defer.ensureDeferred(self._check_health())
+        """Start one health round over every instance with an address. Never fails.
+
+        The round does not wait for its checks: each verdict lands when its own check answers,
+        and the next round starts on time. An instance whose previous check is still in
+        flight (a hung instance waits ``check_timeout``) is skipped, so one slow instance
+        neither delays the others' verdicts nor piles up checks of its own.
+        """
+        d = defer.maybeDeferred(self._check_health)
         d.addErrback(self._log_failure, "health round")
         return d
 
-    async def _check_health(self) -> None:
-        checks = []
+    def _check_health(self) -> None:
         served = self._pool.take_served()
         for record in list(self._records.values()):
             if (record.instance.address is None or record.terminating_since is not None
-                    or record.instance.status not in (Status.STARTING, Status.STARTED)):
+                    or record.instance.status not in (Status.STARTING, Status.STARTED)
+                    or record.checking):
                 continue
             if record.alive and record.failures == 0 and record.name in served:
                 # It relayed traffic since the last round without a fault: alive, no probe.
                 record.last_alive_at = self._now()
                 continue
             endpoint = record.endpoint()
+            record.checking = True
             d = defer.maybeDeferred(self._health.check, endpoint)
+            # The checker has its own timeout; this one only guards against a checker that
+            # never answers, which would leave the instance unchecked for good.
+            d.addTimeout(self._config.check_timeout + CHECK_TIMEOUT_SLACK, self._reactor)
             d.addCallbacks(self._check_passed, self._check_failed,
                            callbackArgs=(record, endpoint), errbackArgs=(record, endpoint))
-            checks.append(d)
-        if checks:
-            await defer.DeferredList(checks, consumeErrors=True)
+            d.addBoth(_checked, record)
+            d.addErrback(self._log_failure, "health check")
         self._publish()
         self._maybe_notify_instances()
 
@@ -472,14 +491,18 @@ class Manager:
         became_alive = not record.alive
         if became_alive:
             log.info("instance %s is alive (fingerprint %s)", record.name, body or "-")
+        fingerprint = _as_ip(body)
+        changed = became_alive or fingerprint != record.fingerprint
         record.alive = True
         record.failures = 0
         record.last_alive_at = self._now()
         record.check_error = None
-        record.fingerprint = _as_ip(body)
-        if became_alive:
-            # Only a change reaches the pool: publishing is O(pool), checks are per instance.
+        record.fingerprint = fingerprint
+        if changed:
+            # Only a change reaches the pool and the listeners: both are O(pool), and checks
+            # land one by one.
             self._publish()
+            self._maybe_notify_instances()
 
     def _check_failed(self, failure: Failure, record: _Record, endpoint: Endpoint) -> None:
         if not self._current(record, endpoint):
@@ -502,6 +525,7 @@ class Manager:
             log.warning("instance %s is dead after %d failed checks: %s",
                         record.name, record.failures, error)
             self._publish()
+            self._maybe_notify_instances()
 
     def _publish(self) -> None:
         endpoints = tuple(sorted((r.endpoint() for r in self._records.values() if r.routable),
@@ -633,6 +657,11 @@ class Manager:
     @staticmethod
     def _log_failure(failure: Failure, what: str) -> None:
         log.error("%s failed: %s", what, failure.getTraceback())
+
+
+def _checked(result: Any, record: _Record) -> Any:
+    record.checking = False
+    return result
 
 
 def _describe(error: Failure | BaseException) -> str:
