@@ -92,6 +92,28 @@ class _Backoff:
         self.error = None
 
 
+@dataclass(frozen=True)
+class ShutdownReport:
+    """What ``Manager.stop`` did: names terminated (this server created them), names released
+    (proxies it only used), and providers whose instances it could not terminate."""
+
+    terminated: tuple[str, ...] = ()
+    released: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One line for the user, e.g. ``terminated 2 instance(s): a, b; released 1 ...``."""
+        parts = [f"terminated {len(self.terminated)} instance(s)"
+                 + (f": {', '.join(self.terminated)}" if self.terminated else "")]
+        if self.released:
+            parts.append(f"released {len(self.released)} proxy(ies) it did not create: "
+                         + ", ".join(self.released))
+        if self.failed:
+            parts.append(f"COULD NOT terminate the instances of {', '.join(self.failed)} "
+                         "(see the log): they may still be running")
+        return "; ".join(parts)
+
+
 @dataclass
 class _Record:
     """The manager's mutable knowledge of one instance (one per listed id)."""
@@ -170,6 +192,8 @@ class Manager:
         self._observed: dict[str, tuple[ProviderInstance, ...]] = {}
         self._records: dict[str, _Record] = {}
         self._round_robin = 0
+        # The shortfall last logged as impossible to create (0: none), to log changes only.
+        self._shortfall_logged = 0
         self._published: tuple[Endpoint, ...] | None = None
         self._last_signature: tuple = ()
         self._listeners: list[Callable[[str], None]] = []
@@ -198,29 +222,41 @@ class Manager:
             self._log_failure, "health loop")
 
     def stop(self, terminate: bool) -> defer.Deferred:
-        """Stop both loops; if ``terminate``, terminate every instance of every provider.
+        """Stop both loops; if ``terminate``, terminate the instances this server created.
 
-        Providers are not shut down here: whoever built them (the composition root) calls
-        their ``shutdown`` afterwards. Fires with the names of the instances terminated.
+        Instances of providers that do not create them (``static``: proxies the user has) are
+        released, not terminated: no call is made for them. Providers are not shut down here:
+        whoever built them (the composition root) calls their ``shutdown`` afterwards. Fires
+        with a ``ShutdownReport``.
         """
         return defer.ensureDeferred(self._stop(terminate))
 
-    async def _stop(self, terminate: bool) -> list[str]:
+    async def _stop(self, terminate: bool) -> ShutdownReport:
         for loop in (self._tick_loop, self._health_loop):
             if loop is not None and loop.running:
                 loop.stop()
-        names: list[str] = []
+        report = ShutdownReport()
         if terminate:
-            calls = [defer.ensureDeferred(self._terminate_everything(p))
-                     for p in self._providers.values()]
-            for ok, value in await defer.DeferredList(calls, consumeErrors=True):
-                if ok:
-                    names.extend(value)
+            released = [r.name for r in sorted(self._records.values(), key=lambda r: r.name)
+                        if not self._creates(r.instance.provider)]
+            owners = [p for p in self._providers.values() if self._creates(p.name)]
+            calls = [defer.ensureDeferred(self._terminate_everything(p)) for p in owners]
+            terminated: list[str] = []
+            failed: list[str] = []
+            for provider, (ok, value) in zip(
+                    owners, await defer.DeferredList(calls, consumeErrors=True)):
+                if ok and value is not None:
+                    terminated.extend(value)
+                else:
+                    failed.append(provider.name)
+            report = ShutdownReport(terminated=tuple(terminated), released=tuple(released),
+                                    failed=tuple(failed))
         self._records.clear()
         self._publish()
-        return names
+        return report
 
-    async def _terminate_everything(self, provider: Provider) -> list[str]:
+    async def _terminate_everything(self, provider: Provider) -> list[str] | None:
+        """Terminate what ``provider`` lists; the names, or None if the call failed."""
         try:
             instances = await self._call(provider.list_instances)
         except Exception as exc:
@@ -235,7 +271,7 @@ class Manager:
         except Exception as exc:
             log.error("provider %s: terminating %s at shutdown failed: %s",
                       provider.name, ", ".join(ids), _describe(exc))
-            return []
+            return None
         log.info("provider %s: terminated %s at shutdown", provider.name, ", ".join(ids))
         return ids
 
@@ -350,7 +386,12 @@ class Manager:
             self._records[name].retiring_since = now
         if decision.create:
             commands.extend(self._create(decision.create, now))
+        else:
+            self._shortfall_logged = 0
         return commands
+
+    def _creates(self, provider_name: str) -> bool:
+        return getattr(self._providers[provider_name], "creates_instances", True)
 
     def _terminate(self, provider_name: str, names: Sequence[str]) -> defer.Deferred:
         now = self._now()
@@ -378,12 +419,19 @@ class Manager:
         # again on every tick.
         candidates = [
             name for name in self._providers
-            if self._create_backoff[name].ready(now) and name in self._observed
-            and self._list_backoff[name].failures == 0
+            if self._creates(name) and self._create_backoff[name].ready(now)
+            and name in self._observed and self._list_backoff[name].failures == 0
         ]
         if not candidates:
-            log.debug("%d instance(s) wanted but no provider can create now", count)
+            # Every tick asks again while the shortfall lasts: say it once per change, not
+            # once per tick.
+            if count != self._shortfall_logged:
+                self._shortfall_logged = count
+                log.info("%d instance(s) wanted but no provider can create them now%s", count,
+                         "" if any(self._creates(n) for n in self._providers)
+                         else " (static proxies only: the pool is their list)")
             return []
+        self._shortfall_logged = 0
         start = self._round_robin % len(candidates)
         candidates = candidates[start:] + candidates[:start]
         self._round_robin += 1

@@ -181,13 +181,15 @@ class Server:
         terminate = self.config.manager.terminate_on_shutdown
         if self.manager is not None:
             try:
-                names = yield self.manager.stop(terminate=terminate)
+                report = yield self.manager.stop(terminate=terminate)
             except Exception:  # noqa: BLE001 - shutdown must finish whatever a provider does
                 log.exception("stopping the manager failed")
-                names = []
-            if terminate:
-                say(f"scrapoxy-server: terminated {len(names)} instance(s)"
-                    + (f": {', '.join(names)}" if names else ""))
+                report = None
+            if report is None:
+                say("scrapoxy-server: stopping the manager failed (see the log); instances "
+                    "may still be running")
+            elif terminate:
+                say(f"scrapoxy-server: {report.summary()}")
             else:
                 say("scrapoxy-server: left the instances running "
                     "(manager.terminate_on_shutdown = false)")

@@ -148,6 +148,8 @@ def build_client(config: AwsEc2ProviderConfig) -> Any:
 class AwsEc2Provider:
     """EC2 instances tagged ``config.tag_key = config.tag_value``."""
 
+    creates_instances = True
+
     def __init__(self, *, reactor: Any, config: AwsEc2ProviderConfig, client: Any = None,
                  threadpool: Any = None, policy: Ec2Policy | None = None,
                  rng: random.Random | None = None) -> None:

@@ -141,6 +141,8 @@ class LocalProvider:
     :param kill_after: seconds between SIGTERM and SIGKILL.
     """
 
+    creates_instances = True
+
     def __init__(self, *, reactor: Any, config: LocalProviderConfig,
                  name_prefix: str | None = None, kill_after: float = KILL_AFTER) -> None:
         self.name = config.name
