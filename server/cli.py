@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__
 from .config import Config, ConfigError, load_file
 from .console import say
+from .server_id import resolve_tags
 
 TEMPLATE = '''\
 # Scrapoxy configuration (TOML). Every key is optional; the values shown are the defaults.
@@ -55,7 +56,8 @@ downscale_delay = 600.0
 check_interval = 2.0
 alive_check_interval = 2.0
 # URL fetched through each instance to check it; its body, when an IP, is the fingerprint.
-# Unset: the commander's own /ip (works for instances on this machine).
+# Unset: the commander's own /ip, which only instances on this machine can reach; required
+# with awsec2 or with static proxies on other hosts.
 # check_url = "http://checkip.amazonaws.com/"
 check_timeout = 5.0
 dead_after_failures = 3
@@ -81,15 +83,25 @@ name = "local"
 # proxies = ["http://user:pass@203.0.113.10:3128"]
 # bench = 60.0
 
-# AWS EC2 (credentials from the usual AWS environment or the keys below):
+# AWS EC2 (credentials from the usual AWS environment or the keys below). Instances in the
+# cloud cannot reach this machine's loopback: set [manager] check_url to a URL they can reach
+# that answers the caller's IP (e.g. "http://checkip.amazonaws.com/"); the start is refused
+# without it.
 # [[providers]]
 # type = "awsec2"
+# name = "awsec2"
 # region = "eu-west-1"
-# instance_type = "t3.nano"
-# proxy = "tinyproxy"   # or "squid"
+# instance_type = "t3.nano"          # ARM types (t4g.nano...) get an arm64 image
+# proxy = "tinyproxy"                # or "squid"
 # port = 3128
-# allowed_cidr = "198.51.100.7/32"   # your master's public address
-# check_url = ... set [manager] check_url to a public IP echo when using the cloud
+# allowed_cidr = "198.51.100.7/32"   # REQUIRED: your master's public address, the only source
+#                                    # the proxy port accepts ("0.0.0.0/0" opens it to everyone)
+# tag_key = "scrapoxy"
+# spot = false
+# create_security_group = false
+# image_id, unset: the latest stock Ubuntu LTS image for the instance type's architecture.
+# tag_value, unset: "scrapoxy-<server id>", the id generated at the first start and kept in
+#   <this file>.server-id, so two servers in one account never touch each other's instances.
 '''
 
 
@@ -166,7 +178,7 @@ def _load(path: str | None) -> Config:
 
 def _start(path: str | None, *, log_level: str) -> int:
     try:
-        config = _load(path)
+        config = resolve_tags(_load(path), config_path=path)
     except ConfigError as exc:
         print(f"scrapoxy-server: bad configuration: {exc}", file=sys.stderr)
         return 2
