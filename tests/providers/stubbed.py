@@ -28,12 +28,17 @@ class RecordingStubber(Stubber):
         self.operations: list[str] = []
 
     def _assert_expected_call_order(self, model: Any, params: Any) -> None:
-        self.operations.append(model.name)
         try:
             super()._assert_expected_call_order(model, params)
         except StubAssertionError as exc:
             self.violations.append(str(exc))
             raise
+
+    def _get_response_handler(self, model: Any, params: Any, context: Any,
+                              **kwargs: Any) -> Any:
+        # Runs once per API call (the order check above runs twice): count calls here.
+        self.operations.append(model.name)
+        return super()._get_response_handler(model, params, context, **kwargs)
 
     def _assert_expected_params(self, model: Any, params: Any, context: Any,
                                 **kwargs: Any) -> None:
