@@ -1,4 +1,5 @@
-"""``scrapoxy-server``: init a config file, start the server, test the pool from outside."""
+"""The ``scrapoxy-server`` command: init a config file, start the server, test the pool from
+outside. ``main`` is the console script's entry point."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config, ConfigError, load_file
+from .console import say
+from .server_id import resolve_tags
 
 TEMPLATE = '''\
 # Scrapoxy configuration (TOML). Every key is optional; the values shown are the defaults.
@@ -63,7 +66,8 @@ downscale_delay = 600.0
 check_interval = 2.0
 alive_check_interval = 2.0
 # URL fetched through each instance to check it; its body, when an IP, is the fingerprint.
-# Unset: the commander's own /ip (works for instances on this machine).
+# Unset: the commander's own /ip, which only instances on this machine can reach; required
+# with awsec2 or with static proxies on other hosts.
 # check_url = "http://checkip.amazonaws.com/"
 check_timeout = 5.0
 dead_after_failures = 3
@@ -89,20 +93,38 @@ name = "local"
 # proxies = ["http://user:pass@203.0.113.10:3128"]
 # bench = 60.0
 
-# AWS EC2 (credentials from the usual AWS environment or the keys below):
+# AWS EC2 (credentials from the usual AWS environment or the keys below). Instances in the
+# cloud cannot reach this machine's loopback: set [manager] check_url to a URL they can reach
+# that answers the caller's IP (e.g. "http://checkip.amazonaws.com/"); the start is refused
+# without it.
 # [[providers]]
 # type = "awsec2"
+# name = "awsec2"
 # region = "eu-west-1"
-# instance_type = "t3.nano"
-# proxy = "tinyproxy"   # or "squid"
+# instance_type = "t3.nano"          # ARM types (t4g.nano...) get an arm64 image
+# proxy = "tinyproxy"                # or "squid"
 # port = 3128
-# allowed_cidr = "198.51.100.7/32"   # your master's public address
-# check_url = ... set [manager] check_url to a public IP echo when using the cloud
+# allowed_cidr = "198.51.100.7/32"   # REQUIRED: your master's public address, the only source
+#                                    # the proxy port accepts ("0.0.0.0/0" opens it to everyone)
+# tag_key = "scrapoxy"
+# spot = false
+# create_security_group = false
+# image_id, unset: the latest stock Ubuntu LTS image for the instance type's architecture.
+# tag_value, unset: "scrapoxy-<server id>", the id generated at the first start and kept in
+#   <this file>.server-id, so two servers in one account never touch each other's instances.
 '''
 
 
+DESCRIPTION = "Scrapoxy: one proxy address for your scraper, a pool of rotating proxies behind it."
+TEST_DESCRIPTION = """\
+Send N requests through the master and print, for each, the egress address that answered;
+then each distinct egress address with its count. The master and the URL come from CONFIG, the
+file the server was started with (no CONFIG: the embedded default's addresses). Exit status 0
+when every request got a 200."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scrapoxy-server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="scrapoxy-server", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"scrapoxy-server {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     init = commands.add_parser("init", help="write a commented configuration template")
@@ -110,19 +132,39 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("start", help="run the server (no PATH: the embedded default)")
     start.add_argument("path", nargs="?")
     start.add_argument("--log-level", default=os.environ.get("SCRAPOXY_LOG_LEVEL", "INFO"))
-    test = commands.add_parser("test", help="send requests through the master and count egress IPs")
-    test.add_argument("url", nargs="?", default=None,
-                      help="URL answering the caller's IP (default: the commander's /ip)")
-    test.add_argument("--count", type=int, default=10)
-    test.add_argument("--master", default="http://127.0.0.1:8888",
-                      help="master URL, with user:password@ when scraper auth is on")
+    test = commands.add_parser(
+        "test", help="send requests through the master and count egress IPs",
+        description=TEST_DESCRIPTION, usage="%(prog)s [CONFIG] [URL] [--count N] [--master URL]")
+    test.add_argument("config", nargs="?", metavar="CONFIG",
+                      help="the server's config file (default: the embedded default)")
+    test.add_argument("url", nargs="?", metavar="URL",
+                      help="URL answering the caller's IP (default: manager.check_url, else "
+                           "the commander's /ip)")
+    test.add_argument("--count", type=int, default=10, metavar="N",
+                      help="how many requests to send, one after the other (default: 10)")
+    test.add_argument("--master", default=None, metavar="URL",
+                      help="master URL, http://user:password@host:port with scraper auth "
+                           "(default: from CONFIG)")
     args = parser.parse_args(argv)
     if args.command == "init":
         return _init(Path(args.path))
     if args.command == "start":
         return _start(args.path, log_level=args.log_level)
-    from .selftest import run_test
-    return run_test(master=args.master, url=args.url, count=args.count)
+    return _test(config_path=args.config, url=args.url, count=args.count, master=args.master)
+
+
+def _test(*, config_path: str | None, url: str | None, count: int, master: str | None) -> int:
+    from .selftest import run_test, targets_from_config
+
+    if config_path is not None and url is None and "://" in config_path:
+        config_path, url = None, config_path  # ``test URL``: no config, the URL alone
+    try:
+        config = _load(config_path)
+        targets = targets_from_config(config, master=master, url=url)
+    except (ConfigError, ValueError) as exc:
+        print(f"scrapoxy-server test: {exc}", file=sys.stderr)
+        return 2
+    return run_test(targets=targets, count=count)
 
 
 def _init(path: Path) -> int:
@@ -146,15 +188,14 @@ def _load(path: str | None) -> Config:
 
 def _start(path: str | None, *, log_level: str) -> int:
     try:
-        config = _load(path)
+        config = resolve_tags(_load(path), config_path=path)
     except ConfigError as exc:
         print(f"scrapoxy-server: bad configuration: {exc}", file=sys.stderr)
         return 2
     _setup_logging(log_level)
     from twisted.internet import reactor
-    from twisted.internet.error import CannotListenError
 
-    from .root import Server
+    from .root import ListenError, Server
 
     try:
         # Applies the state file (changes made through the API) over the file's config.
@@ -164,24 +205,22 @@ def _start(path: str | None, *, log_level: str) -> int:
         return 2
     try:
         listening = server.start()
-    except CannotListenError as exc:
-        print(f"scrapoxy-server: cannot listen on {exc.interface or '*'}:{exc.port}: "
-              f"{exc.socketError}", file=sys.stderr)
+    except ListenError as exc:
+        print(f"scrapoxy-server: {exc}", file=sys.stderr)
         return 1
     source = path if path else "embedded default (local provider)"
     scaling = server.config.scaling
-    print(f"scrapoxy-server {__version__} ({source})", flush=True)
-    print(f"  master:    {listening.master}   <- point your scraper here", flush=True)
-    print(f"  commander: {listening.commander}   (API at /api, GUI at /)", flush=True)
+    say(f"scrapoxy-server {__version__} ({source})")
+    say(f"  master:    {listening.master}   <- point your scraper here")
+    say(f"  commander: {listening.commander}   (API at /api, GUI at /)")
     if listening.generated_password is not None:
-        print(f"  commander login: {listening.commander_user} / {listening.generated_password}"
-              "   (generated for this run; set commander.password to fix it)", flush=True)
+        say(f"  commander login: {listening.commander_user} / {listening.generated_password}"
+            "   (generated for this run; set commander.password to fix it)")
     else:
-        print(f"  commander login: {listening.commander_user} / (the configured password)",
-              flush=True)
+        say(f"  commander login: {listening.commander_user} / (the configured password)")
     providers = ", ".join(f"{p.name} ({p.type})" for p in server.config.providers)
-    print(f"  providers: {providers}; scaling min {scaling.min} / required {scaling.required}"
-          f" / max {scaling.max}", flush=True)
+    say(f"  providers: {providers}; scaling min {scaling.min} / required {scaling.required}"
+        f" / max {scaling.max}")
     # The reactor stops on SIGINT and SIGTERM; the trigger then shuts instances down.
     reactor.addSystemEventTrigger("before", "shutdown", server.stop)
     reactor.run()

@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .cluster.listen import reuseport_supported
 from .redaction import is_secret_path, redact_text, redact_value
@@ -152,12 +153,16 @@ class AwsEc2ProviderConfig:
     key_name: str | None = None
     spot: bool = False
     tag_key: str = "scrapoxy"
-    tag_value: str = "scrapoxy-py"
+    # Marks the instances this server created: it lists and terminates only those. None:
+    # "scrapoxy-<server id>", the id generated once and kept next to the config file
+    # (``server_id``), so two servers in one account never adopt each other's instances.
+    tag_value: str | None = None
     # Instance proxy credentials; None: generated.
     instance_username: str = "scrapoxy"
     instance_password: str | None = field(default=None, repr=False)
-    # Address allowed to reach the instances' proxy port (the master's public IP).
-    allowed_cidr: str = "0.0.0.0/0"
+    # Required: the only addresses the instances' proxy port accepts, i.e. the master's public
+    # address ("198.51.100.7/32"). "0.0.0.0/0" must be written out to open it to everyone.
+    allowed_cidr: str | None = None
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
     endpoint_url: str | None = None
@@ -422,9 +427,8 @@ def validate(config: Config) -> None:
         if isinstance(provider, LocalProviderConfig) and not 1 <= provider.first_source_octet <= 254:
             raise ConfigError(f"providers[{i}].first_source_octet", "must be in 1..254")
         if isinstance(provider, AwsEc2ProviderConfig):
-            _check_port(f"providers[{i}].port", provider.port)
-            if provider.proxy not in ("tinyproxy", "squid"):
-                raise ConfigError(f"providers[{i}].proxy", "must be 'tinyproxy' or 'squid'")
+            _validate_awsec2(provider, f"providers[{i}]")
+    _check_reachable_check_url(config)
     if not is_loopback(config.master.host) and config.master.auth is None and not config.master.allow_public:
         raise ConfigError(
             "master.host",
@@ -438,6 +442,57 @@ def validate(config: Config) -> None:
             f"{config.commander.host} is beyond loopback and commander.password is not set. "
             "Set commander.password, or commander.allow_public = true.",
         )
+
+
+def _validate_awsec2(provider: AwsEc2ProviderConfig, path: str) -> None:
+    _check_port(f"{path}.port", provider.port)
+    if provider.proxy not in ("tinyproxy", "squid"):
+        raise ConfigError(f"{path}.proxy", "must be 'tinyproxy' or 'squid'")
+    if provider.allowed_cidr is None:
+        raise ConfigError(
+            f"{path}.allowed_cidr",
+            "is required: the master's public address as a CIDR (e.g. \"198.51.100.7/32\"), "
+            "the only source the instances' proxy port will accept. Write \"0.0.0.0/0\" to "
+            "open it to the whole internet (instance credentials still required).")
+    try:
+        ipaddress.ip_network(provider.allowed_cidr, strict=False)
+    except ValueError:
+        key = f"{path}.allowed_cidr"
+        raise ConfigError(key, "must be a CIDR such as 198.51.100.7/32, got "
+                               f"{_show(provider.allowed_cidr, key)}") from None
+    if provider.tag_value is not None and not provider.tag_value.strip():
+        raise ConfigError(f"{path}.tag_value", "must not be empty")
+
+
+def _check_reachable_check_url(config: Config) -> None:
+    """Instances that do not run on this machine cannot reach its loopback: with the default
+    check URL (the commander's /ip on 127.0.0.1) every one of them would fail its checks and be
+    replaced every start_timeout, forever (and on a cloud, billed)."""
+    remote = next(((i, p) for i, p in enumerate(config.providers) if _runs_elsewhere(p)), None)
+    if remote is None:
+        return
+    index, provider = remote
+    check_url = config.manager.check_url
+    why = (f"providers[{index}] ({provider.type} {provider.name!r}) has instances that are not "
+           "on this machine, and they cannot reach this machine's loopback")
+    if check_url is None:
+        raise ConfigError(
+            "manager.check_url",
+            f"must be set: {why}. Set it to a URL every instance can reach that answers the "
+            "caller's IP, e.g. \"http://checkip.amazonaws.com/\".")
+    host = urlsplit(check_url).hostname or ""
+    if host == "localhost" or is_loopback(host):
+        raise ConfigError("manager.check_url", f"must not be a loopback address: {why}.")
+
+
+def _runs_elsewhere(provider: ProviderConfig) -> bool:
+    if isinstance(provider, AwsEc2ProviderConfig):
+        return True
+    if isinstance(provider, StaticProviderConfig):
+        from scrapoxy_server.providers.static import parse_proxy_url
+
+        return any(not is_loopback(parse_proxy_url(url)[0].hostname) for url in provider.proxies)
+    return False
 
 
 def validate_scaling(values: dict[str, Any], *, prefix: str = "") -> None:

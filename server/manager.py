@@ -9,7 +9,9 @@ Two loops run on the reactor (started by ``Manager.start``, never by the constru
   that has an address (``HealthChecker``), update alive/failures/fingerprint, publish. An
   alive instance that relayed traffic since the last round with no fault reported
   (``pool.take_served``) counts as checked without a probe: under load the master's own
-  requests are the health checks, and a large pool costs no probe traffic.
+  requests are the health checks, and a large pool costs no probe traffic. A round does not
+  wait for its checks: each verdict lands when its check answers, and an instance whose
+  check is still in flight is skipped, so a hung instance delays nobody else.
 
 Both loops catch their own errors: a ``LoopingCall`` stops for good the first time its
 function fails. A provider whose call fails is logged with the cause and backed off
@@ -57,6 +59,8 @@ PROVIDER_CALL_TIMEOUT = 120.0
 # A terminated instance still listed as running after this many seconds is planned again
 # (the terminate call may have been lost).
 TERMINATE_RETRY_AFTER = 60.0
+# Seconds past ``check_timeout`` after which a health check that never answered is failed.
+CHECK_TIMEOUT_SLACK = 1.0
 
 SCALING_KEYS = ("min", "required", "max")
 
@@ -93,6 +97,28 @@ class _Backoff:
         self.since = None
 
 
+@dataclass(frozen=True)
+class ShutdownReport:
+    """What ``Manager.stop`` did: names terminated (this server created them), names released
+    (proxies it only used), and providers whose instances it could not terminate."""
+
+    terminated: tuple[str, ...] = ()
+    released: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One line for the user, e.g. ``terminated 2 instance(s): a, b; released 1 ...``."""
+        parts = [f"terminated {len(self.terminated)} instance(s)"
+                 + (f": {', '.join(self.terminated)}" if self.terminated else "")]
+        if self.released:
+            parts.append(f"released {len(self.released)} proxy(ies) it did not create: "
+                         + ", ".join(self.released))
+        if self.failed:
+            parts.append(f"COULD NOT terminate the instances of {', '.join(self.failed)} "
+                         "(see the log): they may still be running")
+        return "; ".join(parts)
+
+
 @dataclass
 class _Record:
     """The manager's mutable knowledge of one instance (one per listed id)."""
@@ -107,6 +133,8 @@ class _Record:
     check_error: str | None = None
     retiring_since: float | None = None
     terminating_since: float | None = None
+    # A health check of this instance is in flight.
+    checking: bool = False
 
     @property
     def name(self) -> str:
@@ -164,6 +192,8 @@ class Manager:
         self._observed: dict[str, tuple[ProviderInstance, ...]] = {}
         self._records: dict[str, _Record] = {}
         self._round_robin = 0
+        # The shortfall last logged as impossible to create (0: none), to log changes only.
+        self._shortfall_logged = 0
         self._published: tuple[Endpoint, ...] | None = None
         self._last_signature: tuple = ()
         self._listeners: list[Callable[[str], None]] = []
@@ -192,29 +222,41 @@ class Manager:
             self._log_failure, "health loop")
 
     def stop(self, terminate: bool) -> defer.Deferred:
-        """Stop both loops; if ``terminate``, terminate every instance of every provider.
+        """Stop both loops; if ``terminate``, terminate the instances this server created.
 
-        Providers are not shut down here: whoever built them (the composition root) calls
-        their ``shutdown`` afterwards. Fires with the names of the instances terminated.
+        Instances of providers that do not create them (``static``: proxies the user has) are
+        released, not terminated: no call is made for them. Providers are not shut down here:
+        whoever built them (the composition root) calls their ``shutdown`` afterwards. Fires
+        with a ``ShutdownReport``.
         """
         return defer.ensureDeferred(self._stop(terminate))
 
-    async def _stop(self, terminate: bool) -> list[str]:
+    async def _stop(self, terminate: bool) -> ShutdownReport:
         for loop in (self._tick_loop, self._health_loop):
             if loop is not None and loop.running:
                 loop.stop()
-        names: list[str] = []
+        report = ShutdownReport()
         if terminate:
-            calls = [defer.ensureDeferred(self._terminate_everything(p))
-                     for p in self._providers.values()]
-            for ok, value in await defer.DeferredList(calls, consumeErrors=True):
-                if ok:
-                    names.extend(value)
+            released = [r.name for r in sorted(self._records.values(), key=lambda r: r.name)
+                        if not self._creates(r.instance.provider)]
+            owners = [p for p in self._providers.values() if self._creates(p.name)]
+            calls = [defer.ensureDeferred(self._terminate_everything(p)) for p in owners]
+            terminated: list[str] = []
+            failed: list[str] = []
+            for provider, (ok, value) in zip(
+                    owners, await defer.DeferredList(calls, consumeErrors=True)):
+                if ok and value is not None:
+                    terminated.extend(value)
+                else:
+                    failed.append(provider.name)
+            report = ShutdownReport(terminated=tuple(terminated), released=tuple(released),
+                                    failed=tuple(failed))
         self._records.clear()
         self._publish()
-        return names
+        return report
 
-    async def _terminate_everything(self, provider: Provider) -> list[str]:
+    async def _terminate_everything(self, provider: Provider) -> list[str] | None:
+        """Terminate what ``provider`` lists; the names, or None if the call failed."""
         try:
             instances = await self._call(provider.list_instances)
         except Exception as exc:
@@ -229,7 +271,7 @@ class Manager:
         except Exception as exc:
             log.error("provider %s: terminating %s at shutdown failed: %s",
                       provider.name, ", ".join(ids), _describe(exc))
-            return []
+            return None
         log.info("provider %s: terminated %s at shutdown", provider.name, ", ".join(ids))
         return ids
 
@@ -332,6 +374,10 @@ class Manager:
         for name, reason in decision.terminate:
             record = self._records[name]
             log.info("terminating instance %s: %s", name, _explain(reason, record))
+            if reason in (Reason.DEAD, Reason.ERROR):
+                # Dead by dead_after may still carry the verdict of its last passing check;
+                # the API must not show it alive while it stops.
+                record.alive = False
             by_provider.setdefault(record.instance.provider, []).append(name)
         for provider_name, names in by_provider.items():
             commands.append(self._terminate(provider_name, names))
@@ -340,7 +386,12 @@ class Manager:
             self._records[name].retiring_since = now
         if decision.create:
             commands.extend(self._create(decision.create, now))
+        else:
+            self._shortfall_logged = 0
         return commands
+
+    def _creates(self, provider_name: str) -> bool:
+        return getattr(self._providers[provider_name], "creates_instances", True)
 
     def _terminate(self, provider_name: str, names: Sequence[str]) -> defer.Deferred:
         now = self._now()
@@ -368,12 +419,19 @@ class Manager:
         # again on every tick.
         candidates = [
             name for name in self._providers
-            if self._create_backoff[name].ready(now) and name in self._observed
-            and self._list_backoff[name].failures == 0
+            if self._creates(name) and self._create_backoff[name].ready(now)
+            and name in self._observed and self._list_backoff[name].failures == 0
         ]
         if not candidates:
-            log.debug("%d instance(s) wanted but no provider can create now", count)
+            # Every tick asks again while the shortfall lasts: say it once per change, not
+            # once per tick.
+            if count != self._shortfall_logged:
+                self._shortfall_logged = count
+                log.info("%d instance(s) wanted but no provider can create them now%s", count,
+                         "" if any(self._creates(n) for n in self._providers)
+                         else " (static proxies only: the pool is their list)")
             return []
+        self._shortfall_logged = 0
         start = self._round_robin % len(candidates)
         candidates = candidates[start:] + candidates[:start]
         self._round_robin += 1
@@ -436,29 +494,38 @@ class Manager:
     # --- health --------------------------------------------------------------------------
 
     def check_health(self) -> defer.Deferred:
-        """One health round over every instance with an address. Never fails."""
-        d = defer.ensureDeferred(self._check_health())
+        """Start one health round over every instance with an address. Never fails.
+
+        The round does not wait for its checks: each verdict lands when its own check answers,
+        and the next round starts on time. An instance whose previous check is still in
+        flight (a hung instance waits ``check_timeout``) is skipped, so one slow instance
+        neither delays the others' verdicts nor piles up checks of its own.
+        """
+        d = defer.maybeDeferred(self._check_health)
         d.addErrback(self._log_failure, "health round")
         return d
 
-    async def _check_health(self) -> None:
-        checks = []
+    def _check_health(self) -> None:
         served = self._pool.take_served()
         for record in list(self._records.values()):
             if (record.instance.address is None or record.terminating_since is not None
-                    or record.instance.status not in (Status.STARTING, Status.STARTED)):
+                    or record.instance.status not in (Status.STARTING, Status.STARTED)
+                    or record.checking):
                 continue
             if record.alive and record.failures == 0 and record.name in served:
                 # It relayed traffic since the last round without a fault: alive, no probe.
                 record.last_alive_at = self._now()
                 continue
             endpoint = record.endpoint()
+            record.checking = True
             d = defer.maybeDeferred(self._health.check, endpoint)
+            # The checker has its own timeout; this one only guards against a checker that
+            # never answers, which would leave the instance unchecked for good.
+            d.addTimeout(self._config.check_timeout + CHECK_TIMEOUT_SLACK, self._reactor)
             d.addCallbacks(self._check_passed, self._check_failed,
                            callbackArgs=(record, endpoint), errbackArgs=(record, endpoint))
-            checks.append(d)
-        if checks:
-            await defer.DeferredList(checks, consumeErrors=True)
+            d.addBoth(_checked, record)
+            d.addErrback(self._log_failure, "health check")
         self._publish()
         self._maybe_notify_instances()
 
@@ -472,14 +539,18 @@ class Manager:
         became_alive = not record.alive
         if became_alive:
             log.info("instance %s is alive (fingerprint %s)", record.name, body or "-")
+        fingerprint = _as_ip(body)
+        changed = became_alive or fingerprint != record.fingerprint
         record.alive = True
         record.failures = 0
         record.last_alive_at = self._now()
         record.check_error = None
-        record.fingerprint = _as_ip(body)
-        if became_alive:
-            # Only a change reaches the pool: publishing is O(pool), checks are per instance.
+        record.fingerprint = fingerprint
+        if changed:
+            # Only a change reaches the pool and the listeners: both are O(pool), and checks
+            # land one by one.
             self._publish()
+            self._maybe_notify_instances()
 
     def _check_failed(self, failure: Failure, record: _Record, endpoint: Endpoint) -> None:
         if not self._current(record, endpoint):
@@ -502,6 +573,7 @@ class Manager:
             log.warning("instance %s is dead after %d failed checks: %s",
                         record.name, record.failures, error)
             self._publish()
+            self._maybe_notify_instances()
 
     def _publish(self) -> None:
         endpoints = tuple(sorted((r.endpoint() for r in self._records.values() if r.routable),
@@ -684,6 +756,11 @@ class Manager:
 def _limits_of(config: ManagerConfig) -> Limits:
     return Limits(start_timeout=config.start_timeout, dead_after=config.dead_after,
                   dead_after_failures=config.dead_after_failures, drain_grace=config.drain_grace)
+
+
+def _checked(result: Any, record: _Record) -> Any:
+    record.checking = False
+    return result
 
 
 def _describe(error: Failure | BaseException) -> str:

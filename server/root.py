@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 from twisted.internet import defer, task, threads
+from twisted.internet.error import CannotListenError
 from twisted.python.threadpool import ThreadPool
 
 from . import config as config_module
@@ -24,8 +25,10 @@ from . import live_config
 from .cluster.leader import MasterWorkers
 from .cluster.listen import listen_shared
 from .cluster.messages import auth_to_wire, settings_to_wire
+from .addresses import commander_ip_url
 from .config import (AwsEc2ProviderConfig, Config, LocalProviderConfig, MasterConfig,
-                     StaticProviderConfig, is_loopback)
+                     StaticProviderConfig)
+from .console import say
 from .facade import CommanderFacade
 from .health import HealthChecker
 from .manager import Manager
@@ -77,6 +80,15 @@ def scraper_auth(master: MasterConfig) -> ScraperAuth | None:
     return ScraperAuth(username=master.auth.username, password=master.auth.password)
 
 
+class ListenError(Exception):
+    """A port could not be bound; ``part`` is ``"master"`` or ``"commander"``."""
+
+    def __init__(self, *, part: str, host: str, port: int, reason: str) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(f"cannot listen on {shown}:{port} for the {part} ({part}.port): {reason}")
+        self.part = part
+
+
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
@@ -122,10 +134,7 @@ class Server:
     def _check_url(self, config: Config, commander_port: int) -> str:
         if config.manager.check_url is not None:
             return config.manager.check_url
-        host = config.commander.host
-        if not is_loopback(host):
-            host = "127.0.0.1"  # a wildcard bind still answers on loopback
-        return _url(host, commander_port) + "/ip"
+        return commander_ip_url(config.commander.host, commander_port)
 
     # --- the config in force ---------------------------------------------------------------
 
@@ -191,25 +200,33 @@ class Server:
     # --- running ---------------------------------------------------------------------------
 
     def start(self) -> Listening:
+        """Listen on both ports, then start the thread pools, the manager and the feeds.
+
+        Raises ``ListenError`` naming the part whose port could not be bound; nothing is
+        left running then (no port, no thread, no instance), so the caller can just exit.
+        """
         from .commander.app import create_app
         from .commander.events import LiveFeed
         from .commander.wsgi import make_site, reactor_caller
 
         config = self.config
-        master_port = self._listen_master(config.master)
-        self._ports.append(master_port)
-        self.threadpool.start()
-        self.state_threadpool.start()
         self.live = LiveFeed(clock=self.reactor, stats=self.stats, config_view=self.config_view,
                              window=config.commander.stats_window)
         app = create_app(
             control=None, call_in_reactor=reactor_caller(self.reactor),
             username=config.commander.username, password=self.commander_password,
             config_view=self.config_view, config_update=self.update_config, live=self.live)
-        commander_port = self.reactor.listenTCP(
-            config.commander.port, make_site(app, reactor=self.reactor, threadpool=self.threadpool),
-            interface=config.commander.host)
-        self._ports.append(commander_port)
+        site = make_site(app, reactor=self.reactor, threadpool=self.threadpool)
+        # Both ports first: a port in use must stop the start before any thread or instance
+        # exists, or the process would hang on them (or bill for them) after reporting it.
+        master_port = self._listen("master", config.master.host, config.master.port,
+                                   partial(self._listen_master, config.master))
+        commander_port = self._listen(
+            "commander", config.commander.host, config.commander.port,
+            partial(self.reactor.listenTCP, config.commander.port, site,
+                    interface=config.commander.host))
+        self.threadpool.start()
+        self.state_threadpool.start()
         commander_actual = commander_port.getHost().port
         self._commander_port = commander_actual
         self.health = HealthChecker(reactor=self.reactor,
@@ -235,6 +252,18 @@ class Server:
             commander=_url(config.commander.host, commander_actual),
             commander_user=config.commander.username,
             generated_password=self.commander_password if self.password_generated else None)
+
+    def _listen(self, part: str, host: str, port: int, listen: Any) -> Any:
+        try:
+            listening = listen()
+        except (CannotListenError, OSError) as exc:
+            for opened in self._ports:
+                opened.stopListening()
+            self._ports.clear()
+            reason = exc.socketError if isinstance(exc, CannotListenError) else exc
+            raise ListenError(part=part, host=host, port=port, reason=str(reason)) from exc
+        self._ports.append(listening)
+        return listening
 
     def _listen_master(self, master: MasterConfig) -> Any:
         if master.processes == 1:
@@ -264,10 +293,23 @@ class Server:
     @defer.inlineCallbacks
     def stop(self) -> Any:
         """Stop listening, then terminate the instances this server created (unless
-        configured to keep them), and say what was done."""
+        configured to keep them), and say what was done.
+
+        The thread pools are stopped whatever fails before: their threads are not daemons,
+        and one left running keeps the process alive after the reactor stopped.
+        """
         if self._stopped:
             return
         self._stopped = True
+        try:
+            yield self._stop_serving()
+        finally:
+            self.threadpool.stop()
+            # Last: a state write still queued finishes before the thread ends.
+            self.state_threadpool.stop()
+
+    @defer.inlineCallbacks
+    def _stop_serving(self) -> Any:
         for port in self._ports:
             yield port.stopListening()
         if self.workers is not None:
@@ -280,24 +322,23 @@ class Server:
         terminate = self.config.manager.terminate_on_shutdown
         if self.manager is not None:
             try:
-                names = yield self.manager.stop(terminate=terminate)
+                report = yield self.manager.stop(terminate=terminate)
             except Exception:  # noqa: BLE001 - shutdown must finish whatever a provider does
                 log.exception("stopping the manager failed")
-                names = []
-            if terminate:
-                print(f"scrapoxy-server: terminated {len(names)} instance(s)"
-                      + (f": {', '.join(names)}" if names else ""), flush=True)
+                report = None
+            if report is None:
+                say("scrapoxy-server: stopping the manager failed (see the log); instances "
+                    "may still be running")
+            elif terminate:
+                say(f"scrapoxy-server: {report.summary()}")
             else:
-                print("scrapoxy-server: left the instances running "
-                      "(manager.terminate_on_shutdown = false)", flush=True)
+                say("scrapoxy-server: left the instances running "
+                    "(manager.terminate_on_shutdown = false)")
         for provider in self.providers:
             try:
                 yield provider.shutdown()
             except Exception:  # noqa: BLE001
                 log.exception("provider %s did not shut down cleanly", provider.name)
-        self.threadpool.stop()
-        # Last: a state write still queued finishes before the thread ends.
-        self.state_threadpool.stop()
 
 
 def _set_control(app: Any, manager: Manager) -> None:

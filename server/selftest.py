@@ -1,49 +1,97 @@
 """``scrapoxy-server test``: send requests through the master, count the egress addresses.
 
-A blocking command-line tool (it runs outside the server's reactor).
+The master and the URL come from the same config file as ``start`` (or the embedded default),
+so the command tests *this* server on whatever ports it runs, never another one that happens to
+sit on the default ports. A blocking command-line tool (it runs outside the server's reactor).
 """
 from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
 
-DEFAULT_URL = "http://127.0.0.1:8889/ip"
+from .addresses import commander_ip_url, http_url, reachable_host
+from .config import Config
 
 
-def run_test(*, master: str, url: str | None, count: int) -> int:
+@dataclass(frozen=True)
+class Targets:
+    """Where ``test`` sends its requests: the master (credentials included) and the URL."""
+
+    master: str
+    url: str
+
+
+def targets_from_config(config: Config, *, master: str | None = None,
+                        url: str | None = None) -> Targets:
+    """The master URL and the URL to fetch for a server running ``config``.
+
+    The URL, unless given, is ``manager.check_url`` (it answers the caller's IP and every
+    instance can reach it) or else the commander's own ``/ip``. Raises ``ValueError`` when a
+    port is 0 in the config (any free port: only the running server knows which).
+    """
+    if master is None:
+        if config.master.port == 0:
+            raise ValueError("master.port is 0 in the config (any free port): pass --master")
+        auth = config.master.auth
+        master = http_url(reachable_host(config.master.host), config.master.port,
+                          username=auth.username if auth is not None else None,
+                          password=auth.password if auth is not None else None)
+    if url is None:
+        url = config.manager.check_url
+    if url is None:
+        if config.commander.port == 0:
+            raise ValueError("commander.port is 0 in the config (any free port): pass the URL")
+        url = commander_ip_url(config.commander.host, config.commander.port)
+    return Targets(master=master, url=url)
+
+
+def _shown(master: str) -> str:
+    """The master URL without its password, for the progress header."""
+    parts = urlsplit(master)
+    if parts.password is None:
+        return master
+    return master.replace(f":{parts.password}@", ":***@", 1)
+
+
+def run_test(*, targets: Targets, count: int) -> int:
+    """Send ``count`` GETs of ``targets.url`` through the master, one line each, then the
+    distinct egress addresses with their counts. 0 when every request got a 200."""
     if count < 1:
         print("scrapoxy-server test: --count must be at least 1", file=sys.stderr)
         return 2
-    url = url or DEFAULT_URL
+    url = targets.url
     if urlsplit(url).scheme not in ("http", "https"):
         print(f"scrapoxy-server test: {url!r} is not an http(s) URL", file=sys.stderr)
         return 2
-    proxies = {"http": master, "https": master}
+    proxies = {"http": targets.master, "https": targets.master}
     egress: Counter[str] = Counter()
-    instances: Counter[str] = Counter()
     failures: Counter[str] = Counter()
     session = requests.Session()
-    print(f"sending {count} request(s) to {url} through {master}")
+    session.trust_env = False  # the master given here, never an environment proxy
+    print(f"sending {count} request(s) to {url} through {_shown(targets.master)}", flush=True)
     for i in range(1, count + 1):
         try:
             response = session.get(url, proxies=proxies, timeout=30)
         except requests.RequestException as exc:
             failures[type(exc).__name__] += 1
-            print(f"  [{i}/{count}] failed: {exc}")
+            print(f"  [{i}/{count}] failed: {exc}", flush=True)
             continue
         name = response.headers.get("x-cache-proxyname", "?")
         if response.status_code != 200:
-            reason = response.headers.get("x-scrapoxy-error") or f"HTTP {response.status_code}"
+            code = response.headers.get("x-scrapoxy-error")
+            reason = code or f"HTTP {response.status_code}"
             failures[reason] += 1
-            print(f"  [{i}/{count}] {reason} via {name}: {response.text[:120]}")
+            text = _error_message(response) if code else response.text
+            text = " ".join(text.split())[:160]  # one line per request
+            print(f"  [{i}/{count}] {reason} via {name}: {text}", flush=True)
             continue
         address = response.text.strip()[:64] or "(empty body)"
         egress[address] += 1
-        instances[name] += 1
-        print(f"  [{i}/{count}] {address} via {name}")
+        print(f"  [{i}/{count}] {address} via {name}", flush=True)
     print(f"\n{len(egress)} distinct egress address(es):")
     for address, n in egress.most_common():
         print(f"  {address:<40} {n}")
@@ -52,3 +100,11 @@ def run_test(*, master: str, url: str | None, count: int) -> int:
         for reason, n in failures.most_common():
             print(f"  {reason:<40} {n}")
     return 0 if egress and not failures else 1
+
+
+def _error_message(response: requests.Response) -> str:
+    """The ``message`` of a Scrapoxy error answer (master or instance), else the body."""
+    try:
+        return str(response.json()["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text

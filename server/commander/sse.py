@@ -22,7 +22,6 @@ from twisted.internet import task
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from .auth import is_authorized
 from .events import Event, LiveFeed
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,8 @@ Process protocol (the ``local`` provider depends on it): after binding, exactly 
 ``listening on HOST:PORT`` goes to stdout (the actual port when ``--port 0``) and is flushed;
 everything else is logged to stderr. SIGTERM and SIGINT stop the process cleanly (exit 0).
 HOST is printed as given to ``--host``, in brackets when it is IPv6 (``listening on [::1]:PORT``).
+With ``SCRAPOXY_PARENT_PID`` set (the local provider sets it), the process also stops when that
+parent process is gone (``parent``), so a server killed with ``kill -9`` leaves no instance.
 """
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
+from scrapoxy_server.instance.parent import (parent_pid_from, request_death_signal,
+                                             watch_parent)
 from scrapoxy_server.instance.proxy import InstanceSettings, listen
 
 PASSWORD_ENV = "SCRAPOXY_INSTANCE_PASSWORD"
@@ -69,8 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args, dict(os.environ))
+        parent_pid = parent_pid_from(dict(os.environ))
     except ValueError as exc:
         parser.error(str(exc))
+    if parent_pid is not None:
+        # Before anything else: a parent killed from now on takes this process with it.
+        request_death_signal()
 
     from twisted.internet import reactor
 
@@ -85,17 +93,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scrapoxy-instance: cannot listen on {args.host}:{args.port}: {exc}",
               file=sys.stderr)
         return 1
-    # Handlers first: whoever reads the line may signal at once (the local provider does).
-    _stop_on_signals(reactor)
+    # Handlers before the announcement: the provider may SIGTERM the instance as soon as it
+    # reads the line, and the default disposition would kill it (exit -15, no clean stop).
+    stop = _stop_on_signals(reactor)
     print(listening_line(args.host, port.getHost().port), flush=True)
+    if parent_pid is not None:
+        watch_parent(clock=reactor, parent_pid=parent_pid, stop=stop)
     reactor.run(installSignalHandlers=False)
     return 0
 
 
-def _stop_on_signals(reactor: Any) -> None:
+def _stop_on_signals(reactor: Any) -> Callable[[], None]:
     """SIGINT/SIGTERM stop the reactor once. A second signal (the manager's terminate, then
     the provider's shutdown; or Ctrl-C reaching the whole process group) is a no-op instead
-    of Twisted's ``ReactorNotRunning`` traceback."""
+    of Twisted's ``ReactorNotRunning`` traceback. Returns that stop-once function (to be
+    called on the reactor thread) for other reasons to stop."""
     stopping = []
 
     def stop() -> None:
@@ -112,6 +124,7 @@ def _stop_on_signals(reactor: Any) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    return stop
 
 
 if __name__ == "__main__":

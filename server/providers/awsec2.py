@@ -6,7 +6,11 @@ What it promises (DESIGN, "Manager: the lifecycle contract"):
   ``TagSpecifications`` and again with ``CreateTags``, because some EC2-compatible endpoints
   ignore ``TagSpecifications`` and an untagged VM would be invisible to us and cost money
   forever). It lists and terminates only instances carrying that tag.
-- It needs no custom AMI: user data installs a stock tinyproxy or squid (``awsec2_userdata``).
+- It needs no custom AMI: user data installs a stock tinyproxy or squid (``awsec2_userdata``)
+  on the newest stock Ubuntu LTS image built for the instance type's architecture (looked up
+  with ``DescribeInstanceTypes``, so Graviton types get arm64), unless ``image_id`` is set.
+- ``tag_value`` and ``allowed_cidr`` must be set (config validation requires ``allowed_cidr``;
+  ``server_id.resolve_tags`` gives ``tag_value`` a per-server default).
 - Every boto3 call runs in a thread; retries and their waits happen on the reactor side
   (``task.deferLater`` on the injected reactor), so tests drive them with ``task.Clock``.
 - Throttling (``RequestLimitExceeded``...) and eventual consistency
@@ -54,7 +58,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 UBUNTU_OWNER = "099720109477"  # Canonical
-UBUNTU_IMAGE_NAME = "ubuntu/images/*ubuntu-jammy-22.04-amd64-server-*"
+# Stock Ubuntu LTS releases the user data works on, newest first: the newest with an image wins.
+UBUNTU_RELEASES = ("noble-24.04", "jammy-22.04")
+# EC2 architecture -> the word Canonical's image names use for it, in order of preference.
+UBUNTU_ARCHITECTURES = {"x86_64": "amd64", "arm64": "arm64"}
 
 # Everything but "terminated": terminated instances stay visible for an hour on AWS (and
 # forever in moto) and must not count as part of the pool.
@@ -70,6 +77,8 @@ CAPACITY_CODES = frozenset({
     "VcpuLimitExceeded", "InstanceLimitExceeded", "InsufficientInstanceCapacity",
     "MaxSpotInstanceCountExceeded", "Unsupported", "SpotMaxPriceTooLow",
     "InsufficientFreeAddressesInSubnet",
+    # Not capacity, but just as lasting: a configuration error does not clear on retry.
+    "InvalidInstanceType", "InvalidParameterValue",
 })
 
 _STATES: dict[str, Status] = {
@@ -148,12 +157,22 @@ def build_client(config: AwsEc2ProviderConfig) -> Any:
 class AwsEc2Provider:
     """EC2 instances tagged ``config.tag_key = config.tag_value``."""
 
+    creates_instances = True
+
     def __init__(self, *, reactor: Any, config: AwsEc2ProviderConfig, client: Any = None,
                  threadpool: Any = None, policy: Ec2Policy | None = None,
                  rng: random.Random | None = None) -> None:
+        if config.tag_value is None:
+            # Resolved from the server id at start (server_id.resolve_tags); a shared default
+            # would let two servers adopt and terminate each other's instances.
+            raise ValueError(f"providers {config.name!r}: tag_value is not set")
+        if config.allowed_cidr is None:
+            raise ValueError(f"providers {config.name!r}: allowed_cidr is not set")
         self.name = config.name
         self._reactor = reactor
         self._config = config
+        self._tag_value: str = config.tag_value
+        self._allowed_cidr: str = config.allowed_cidr
         self._client = client if client is not None else build_client(config)
         # None: the reactor's own pool, fetched at first use (not here: no side effects at
         # construction).
@@ -283,7 +302,7 @@ class AwsEc2Provider:
     def _run_params(self, *, count: int, image_id: str,
                     security_group_id: str | None) -> dict[str, Any]:
         config = self._config
-        tags = [{"Key": config.tag_key, "Value": config.tag_value},
+        tags = [{"Key": config.tag_key, "Value": self._tag_value},
                 {"Key": "Name", "Value": f"scrapoxy-{config.name}"}]
         params: dict[str, Any] = {
             "ImageId": image_id,
@@ -292,7 +311,7 @@ class AwsEc2Provider:
             "MaxCount": count,
             "UserData": build_user_data(
                 proxy=config.proxy, port=config.port, username=self._credentials.username,
-                password=self._credentials.password, allowed_cidr=config.allowed_cidr,
+                password=self._credentials.password, allowed_cidr=self._allowed_cidr,
             ),
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
             # One token per logical create, reused by every retry of it: EC2 then launches
@@ -316,7 +335,7 @@ class AwsEc2Provider:
     async def _tag(self, ids: list[str]) -> None:
         if not ids:
             return
-        tags = [{"Key": self._config.tag_key, "Value": self._config.tag_value}]
+        tags = [{"Key": self._config.tag_key, "Value": self._tag_value}]
         try:
             await self._call("create_tags", {"Resources": ids, "Tags": tags},
                              retry_not_found=True)
@@ -327,24 +346,46 @@ class AwsEc2Provider:
                         self.name, ", ".join(ids), _describe_exc(exc))
 
     async def _resolve_image(self) -> str:
+        """``image_id``, or the latest stock Ubuntu LTS image for the instance type's
+        architecture (an x86_64 image cannot boot a Graviton type, and the reverse)."""
         if self._image_id is not None:
             return self._image_id
+        architecture = await self._architecture()
+        arch_word = UBUNTU_ARCHITECTURES[architecture]
+        names = [f"ubuntu/images/*ubuntu-{release}-{arch_word}-server-*"
+                 for release in UBUNTU_RELEASES]
         response = await self._call("describe_images", {
             "Owners": [UBUNTU_OWNER],
-            "Filters": [{"Name": "name", "Values": [UBUNTU_IMAGE_NAME]},
+            "Filters": [{"Name": "name", "Values": names},
                         {"Name": "state", "Values": ["available"]},
-                        {"Name": "architecture", "Values": ["x86_64"]}],
+                        {"Name": "architecture", "Values": [architecture]}],
         })
         images = response.get("Images", [])
         if not images:
             raise ProviderError(
-                f"no stock Ubuntu 22.04 image found in {self._config.region}; set image_id",
+                f"no stock Ubuntu image ({', '.join(UBUNTU_RELEASES)}) for {architecture} "
+                f"({self._config.instance_type}) found in {self._config.region}; set image_id",
                 retryable=False,
             )
-        latest = max(images, key=lambda image: image.get("CreationDate", ""))
+        latest = max(images, key=_image_rank)
         self._image_id = latest["ImageId"]
-        log.info("awsec2 %s: using image %s (%s)", self.name, self._image_id, latest.get("Name"))
+        log.info("awsec2 %s: using image %s (%s) for %s", self.name, self._image_id,
+                 latest.get("Name"), self._config.instance_type)
         return self._image_id
+
+    async def _architecture(self) -> str:
+        """The architecture of ``instance_type`` that a stock image exists for."""
+        instance_type = self._config.instance_type
+        response = await self._call("describe_instance_types", {"InstanceTypes": [instance_type]})
+        types = response.get("InstanceTypes", [])
+        supported = types[0].get("ProcessorInfo", {}).get("SupportedArchitectures", []) \
+            if types else []
+        for architecture in UBUNTU_ARCHITECTURES:
+            if architecture in supported:
+                return architecture
+        raise ProviderError(
+            f"instance type {instance_type} runs {', '.join(supported) or 'no known architecture'}"
+            f", for which there is no stock Ubuntu image; set image_id", retryable=False)
 
     async def _resolve_security_group(self) -> str | None:
         if self._security_group_id is not None or not self._config.create_security_group:
@@ -361,7 +402,7 @@ class AwsEc2Provider:
                 "GroupName": group_name,
                 "Description": "Scrapoxy proxy instances: proxy port from the master only",
                 "TagSpecifications": [{"ResourceType": "security-group", "Tags": [
-                    {"Key": config.tag_key, "Value": config.tag_value}]}],
+                    {"Key": config.tag_key, "Value": self._tag_value}]}],
             }
             if vpc_id is not None:
                 params["VpcId"] = vpc_id
@@ -374,14 +415,14 @@ class AwsEc2Provider:
                 group_id = await self._find_group(group_name, vpc_id)
                 if group_id is None:
                     raise
-        ip_range_key, cidr_key = (("Ipv6Ranges", "CidrIpv6") if ":" in config.allowed_cidr
+        ip_range_key, cidr_key = (("Ipv6Ranges", "CidrIpv6") if ":" in self._allowed_cidr
                                   else ("IpRanges", "CidrIp"))
         try:
             await self._call("authorize_security_group_ingress", {
                 "GroupId": group_id,
                 "IpPermissions": [{
                     "IpProtocol": "tcp", "FromPort": config.port, "ToPort": config.port,
-                    ip_range_key: [{cidr_key: config.allowed_cidr,
+                    ip_range_key: [{cidr_key: self._allowed_cidr,
                                     "Description": "scrapoxy master"}],
                 }],
             })
@@ -428,7 +469,7 @@ class AwsEc2Provider:
     # --- plumbing --------------------------------------------------------------------
 
     def _tag_filter(self) -> dict[str, Any]:
-        return {"Name": f"tag:{self._config.tag_key}", "Values": [self._config.tag_value]}
+        return {"Name": f"tag:{self._config.tag_key}", "Values": [self._tag_value]}
 
     async def _call(self, operation: str, params: dict[str, Any], *,
                     retry_not_found: bool = False) -> dict[str, Any]:
@@ -481,6 +522,14 @@ class AwsEc2Provider:
         if self._last_error is not None and self._last_error[0] == action:
             self._last_error = None
         return result
+
+
+def _image_rank(image: dict[str, Any]) -> tuple[int, str]:
+    """Newer release first, then the latest build of it."""
+    name = image.get("Name", "")
+    release = next((len(UBUNTU_RELEASES) - i for i, r in enumerate(UBUNTU_RELEASES)
+                    if f"-{r}-" in name), 0)
+    return release, image.get("CreationDate", "")
 
 
 def _provider_error(exc: ClientError) -> ProviderError:

@@ -24,6 +24,10 @@ class ProviderError(Exception):
 
 class Provider(Protocol):
     name: str
+    # False for a provider whose instances exist without us (``static``: the user's proxies):
+    # the manager never asks it to create, and at shutdown releases its instances instead of
+    # terminating them. Read with a default of True.
+    creates_instances: bool
 
     def list_instances(self) -> Deferred[Sequence[ProviderInstance]]: ...
 

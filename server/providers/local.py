@@ -4,7 +4,8 @@ Each instance is a process started with ``--host 127.0.0.1 --port 0 --source 127
 listens on a free port and egresses from its own source address, so an origin on loopback sees
 distinct client IPs, as it would with cloud VMs. The process prints
 ``listening on HOST:PORT`` once it is ready; until then the instance is ``starting`` with no
-address. A process that exits disappears from the list, and the manager replaces it.
+address. A process that exits disappears from the list, and the manager replaces it. Each child
+gets ``SCRAPOXY_PARENT_PID`` and stops when this server is gone, even after a ``kill -9``.
 
 Source octets are handed out from ``first_source_octet`` upwards with a moving cursor that
 wraps before 255, skipping octets in use, so a replacement gets a *new* address (rotation
@@ -24,6 +25,7 @@ from twisted.python.failure import Failure
 from ..config import LocalProviderConfig
 from ..models import Address, ProviderInstance, Status
 from ..childproc import ReapingProcessProtocol
+from ..instance.parent import PARENT_PID_ENV
 from .base import ProviderError
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,8 @@ class LocalProvider:
     :param kill_after: seconds between SIGTERM and SIGKILL.
     """
 
+    creates_instances = True
+
     def __init__(self, *, reactor: Any, config: LocalProviderConfig,
                  name_prefix: str | None = None, kill_after: float = KILL_AFTER) -> None:
         self.name = config.name
@@ -198,6 +202,8 @@ class LocalProvider:
         env = dict(os.environ)
         # The announcement line must not sit in a pipe buffer.
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # The instance stops when this process is gone, even after a kill -9 (no shutdown).
+        env[PARENT_PID_ENV] = str(os.getpid())
         self._reactor.spawnProcess(process, argv[0], argv, env=env)
         self._processes[name] = process
         log.info("instance %s starting (source %s)", name, process.source)

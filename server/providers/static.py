@@ -118,6 +118,9 @@ def build_proxies(*, provider_name: str, urls: Iterable[str]) -> tuple[StaticPro
 class StaticProvider:
     """Proxies from a list; terminating one benches it for ``config.bench`` seconds."""
 
+    # The pool is the list: nothing to create, and nothing to terminate at shutdown.
+    creates_instances = False
+
     def __init__(self, *, reactor: IReactorTime, config: StaticProviderConfig) -> None:
         self.name = config.name
         self._reactor = reactor

@@ -9,11 +9,13 @@ from scrapoxy_server.live_config import changed_paths, patched, state_diff
 CURRENT = from_dict({
     "master": {"auth": {"username": "scraper", "password": "OldSecret"}},
     "commander": {"password": "pw"},
+    "manager": {"check_url": "http://203.0.113.1/ip"},
     "providers": [
         {"type": "local"},
         {"type": "static", "name": "mine",
          "proxies": ["http://bob:Secret1@127.0.0.1:3999", "http://eve:Secret2@127.0.0.1:4000"]},
-        {"type": "awsec2", "name": "aws", "secret_access_key": "AwsSecret"},
+        {"type": "awsec2", "name": "aws", "secret_access_key": "AwsSecret",
+         "allowed_cidr": "198.51.100.7/32"},
     ],
 })
 

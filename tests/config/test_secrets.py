@@ -25,8 +25,9 @@ def test_the_redacted_config_hides_passwords_inside_proxy_urls_and_keeps_the_use
 def test_the_redacted_config_hides_secret_keys_and_urls_anywhere():
     config = from_dict({
         "master": {"auth": {"username": "scraper", "password": "hunter2-secret"}},
-        "manager": {"check_url": "http://probe:UrlSecret@127.0.0.1:1/ip"},
+        "manager": {"check_url": "http://probe:UrlSecret@203.0.113.1:1/ip"},
         "providers": [{"type": "awsec2", "secret_access_key": "AwsSecret",
+                       "allowed_cidr": "198.51.100.7/32",
                        "access_key_id": "AKIDSECRET", "instance_password": "InstSecret",
                        "endpoint_url": "http://k:EndpointSecret@127.0.0.1:2"}],
     })

@@ -104,8 +104,9 @@ def test_a_failing_provider_shows_its_error_through_the_api(server_factory, tmp_
     # at shutdown there is nothing to terminate, so skip a second round of retries.
     server = server_factory(overrides={
         "scaling": {"min": 1, "required": 1, "max": 1},
-        "manager": {"terminate_on_shutdown": False},
+        "manager": {"terminate_on_shutdown": False, "check_url": "http://203.0.113.1/ip"},
         "providers": [{"type": "awsec2", "name": "aws", "region": "eu-west-1",
+                       "allowed_cidr": "198.51.100.7/32",
                        "image_id": "ami-12345678", "access_key_id": "AKIDEXAMPLE",
                        "secret_access_key": "AwsSecretKey123",
                        "endpoint_url": f"http://127.0.0.1:{port}"}]})

@@ -54,7 +54,9 @@ def aws_config(endpoint: str, **scaling: int) -> dict:
         "commander": {"host": "127.0.0.1", "port": 0, "password": "pw"},
         "master": {"host": "127.0.0.1", "port": 0},
         "scaling": scaling,
+        "manager": {"check_url": "http://203.0.113.1/ip"},
         "providers": [{"type": "awsec2", "name": "aws", "image_id": "ami-12345678",
+                       "allowed_cidr": "198.51.100.7/32",
                        "access_key_id": "AKIDEXAMPLE", "secret_access_key": "AwsSecretKey123",
                        "endpoint_url": endpoint}],
     }

@@ -77,15 +77,20 @@ class FakeProvider:
 
 
 class FakeHealth:
-    """Passes every check with ``127.0.0.<port % 250>`` except for names in ``failing``."""
+    """Passes every check with ``127.0.0.<port % 250 + 2>`` except for names in ``failing``
+    (refused at once) and ``hanging`` (never answered)."""
 
     def __init__(self) -> None:
         self.failing: set[str] = set()
+        # Names whose checks never answer (a hung instance; the manager's timeout ends them).
+        self.hanging: set[str] = set()
         self.checked: list[str] = []
         self.answers: dict[str, str] = {}
 
     def check(self, endpoint: Endpoint) -> defer.Deferred:
         self.checked.append(endpoint.name)
+        if endpoint.name in self.hanging:
+            return defer.Deferred()
         if endpoint.name in self.failing:
             return defer.fail(ConnectionRefusedError(f"{endpoint.address.port}: refused"))
         answer = self.answers.get(endpoint.name, f"127.0.0.{endpoint.address.port % 250 + 2}")

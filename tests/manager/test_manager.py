@@ -17,11 +17,17 @@ CONFIG = ManagerConfig(check_interval=2.0, alive_check_interval=2.0, dead_after_
                        dead_after=30.0, start_timeout=60.0, drain_grace=30.0)
 
 
+def new_clock() -> task.Clock:
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    return clock
+
+
 class Lab:
     def __init__(self, *, providers=None, scaling=Scaling(min=3, required=3, max=3),
-                 config=CONFIG, downscale_delay=600.0):
-        self.clock = task.Clock()
-        self.clock.advance(1_700_000_000)
+                 config=CONFIG, downscale_delay=600.0, clock=None):
+        # Pass ``clock`` when a provider needs the same clock as the manager.
+        self.clock = clock if clock is not None else new_clock()
         self.providers = providers if providers is not None else [FakeProvider("fake")]
         self.provider = self.providers[0]
         self.pool = InstancePool()
@@ -349,7 +355,8 @@ def test_stop_terminates_everything_and_stops_the_loops(lab):
     names = lab.provider.names()
     result = []
     lab.manager.stop(True).addCallback(result.append)
-    assert sorted(result[0]) == names
+    assert sorted(result[0].terminated) == names
+    assert result[0].summary() == f"terminated 3 instance(s): {', '.join(result[0].terminated)}"
     assert lab.provider.instances == {}
     calls = len(lab.provider.calls)
     lab.run(20)
@@ -362,7 +369,7 @@ def test_stop_without_terminate_leaves_instances(lab):
     lab.run(2)
     result = []
     lab.manager.stop(False).addCallback(result.append)
-    assert result == [[]] and len(lab.provider.instances) == 3
+    assert result[0].terminated == () and len(lab.provider.instances) == 3
 
 
 def test_slow_provider_call_times_out_and_the_loop_continues(lab):

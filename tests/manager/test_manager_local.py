@@ -43,7 +43,7 @@ def test_local_pool_comes_up_alive_with_distinct_fingerprints_and_stops(reactor_
         wait_until(lambda: len(pool.alive()) == 2 and victim not in [e.name for e in pool.alive()],
                    timeout=20, message="a replacement")
     finally:
-        names = reactor_thread.call(manager.stop, True)
+        names = reactor_thread.call(manager.stop, True).terminated
         reactor_thread.call(providers[0].shutdown)
     assert len(names) == 2
     assert pool.alive() == ()

@@ -168,8 +168,8 @@ def test_zero_count_create_and_empty_terminate_call_nothing(flaky, clock, thread
 
 
 def test_list_address_falls_back_to_private_ip_then_none():
-    provider = AwsEc2Provider(reactor=None, config=AwsEc2ProviderConfig(instance_password="x"),
-                              client=object())
+    provider = AwsEc2Provider(reactor=None, client=object(), config=AwsEc2ProviderConfig(
+        instance_password="x", tag_value="t", allowed_cidr="198.51.100.4/32"))
     base = {"InstanceId": "i-1", "State": {"Name": "pending"}}
     assert provider._to_instance({**base, "PrivateIpAddress": "10.0.0.5"}).address == \
         Address("10.0.0.5", 3128)
@@ -195,7 +195,8 @@ def test_boto3_runs_in_the_reactors_thread_pool_not_on_the_reactor_thread(
 
     provider = AwsEc2Provider(
         reactor=reactor_thread.reactor, client=Recording(),
-        config=AwsEc2ProviderConfig(region=REGION, image_id=image_id, instance_password="pw"))
+        config=AwsEc2ProviderConfig(region=REGION, image_id=image_id, instance_password="pw",
+                                    tag_value="t", allowed_cidr="198.51.100.4/32"))
     reactor_thread.call(provider.create_instances, 2)
     assert len(reactor_thread.call(provider.list_instances)) == 2
     assert seen_threads and "reactor" not in seen_threads
@@ -205,6 +206,7 @@ def test_without_a_client_one_is_built_from_the_config(ec2, image_id, clock, thr
     provider = AwsEc2Provider(
         reactor=clock, threadpool=threadpool,
         config=AwsEc2ProviderConfig(region=REGION, image_id=image_id, instance_password="pw",
+                                    tag_value="t", allowed_cidr="198.51.100.4/32",
                                     access_key_id="testing", secret_access_key="testing"))
     drive(clock, provider.create_instances(1))
     assert len(drive(clock, provider.list_instances())) == 1
