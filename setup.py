@@ -10,6 +10,9 @@ server_packages = [
     for name in find_packages(include=["server", "server.*"])
 ]
 
+# The `scrapy` extra is all a Scrapy project needs to use scrapoxy_scrapy.
+SCRAPY_REQUIRES = ["Scrapy>=2.11", "treq>=23.1"]
+
 setup(
     name="scrapoxy-py",
     version="0.1.0",
@@ -32,14 +35,14 @@ setup(
         "boto3>=1.26",
     ],
     extras_require={
-        "scrapy": ["Scrapy>=2.11"],
+        # scrapoxy_scrapy talks to the commander from inside the reactor with treq.
+        "scrapy": SCRAPY_REQUIRES,
         "test": [
-            "Scrapy>=2.11",
+            *SCRAPY_REQUIRES,
             "pytest>=7.4",
             "pytest-timeout>=2.1",
             "requests-mock>=1.11",
             "moto[ec2]>=5.0",
-            "treq>=23.1",
             # GUI tests drive Debian's chromium (never a downloaded browser).
             "playwright>=1.40",
             # The original Scrapoxy's Python client, for the compatibility test.
