@@ -8,11 +8,16 @@ session pin) and before RetryMiddleware (550), whose ``RETRY_TIMES`` a ban does 
 On a ban (decided by the policy, see :mod:`scrapoxy_scrapy.policy`):
 
 - ``scrapoxy/ban/count`` and ``scrapoxy/ban/reason_count/<reason>`` count it;
-- the instance named by the response's ``x-cache-proxyname`` is stopped through the commander
-  (asynchronously, once per name; the manager replaces it with a fresh IP), and every session
-  pinned to it is unpinned;
+- the banned instance is stopped through the commander (asynchronously, once per instance;
+  the manager replaces it with a fresh IP). It is named by the response's
+  ``x-cache-proxyname``, or, for https in CONNECT mode where no such header comes back, by the
+  session token its tunnel carried (``meta["scrapoxy_session_token"]``; the commander stops
+  "the instance of session TOKEN"). Every session pinned to it is unpinned, and in CONNECT mode
+  the session (or lane) gets a new token, so its next requests open a new tunnel;
 - the request is retried up to ``SCRAPOXY_BAN_RETRY_TIMES`` (per request:
-  ``meta["scrapoxy_ban_retry_times"]``); after that the banned response goes on to the spider;
+  ``meta["scrapoxy_ban_retry_times"]``); after that the banned response goes on to the spider.
+  The retry waits (without blocking) until the commander answered the stop, so that the master
+  no longer routes to the banned instance when it goes out;
 - when the commander says no instance is left alive, the pool gate closes: requests wait (with
   backoff polling) for the new instances instead of failing.
 
@@ -26,14 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
+from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from scrapoxy_scrapy.commander import CommanderHTTPError
+from scrapoxy_scrapy.commander import CommanderHTTPError, StoppedInstance
 from scrapoxy_scrapy.policy import Ban, load_ban_policy
 from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.sessions import SessionPins
 from scrapoxy_scrapy.state import crawl_state
+from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -45,6 +52,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_PRIORITY = 740
 PROXYNAME_HEADER = b"x-cache-proxyname"
 BAN_TIMES = "scrapoxy_ban_times"
+# meta of a ban retry: the stop it waits for (see _PendingStop)
+_AFTER_STOP = "_scrapoxy_after_stop"
 
 
 def get_ban_retry_request(request: Request, *, max_times: int) -> Request | None:
@@ -59,19 +68,42 @@ def get_ban_retry_request(request: Request, *, max_times: int) -> Request | None
     return retry
 
 
+class _PendingStop:
+    """A stop call in flight; ban retries wait for it to end (however it ends)."""
+
+    def __init__(self) -> None:
+        self._waiters: list[defer.Deferred[None]] = []
+
+    def wait(self) -> defer.Deferred[None]:
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def done(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+
 class BanMiddleware:
     def __init__(self, *, policy: Any, retry_times: int,
                  stop_instance: Callable[[str], defer.Deferred[int]] | None,
-                 sessions: SessionPins | None = None, gate: PoolGate | None = None,
-                 stats: Any = None) -> None:
+                 stop_session: Callable[[str], defer.Deferred[StoppedInstance]] | None = None,
+                 sessions: SessionPins | None = None, tunnels: TunnelTokens | None = None,
+                 gate: PoolGate | None = None, stats: Any = None) -> None:
         self.policy = policy
         self.retry_times = retry_times
         self.stop_instance = stop_instance
+        self.stop_session = stop_session
         self.sessions = sessions
+        self.tunnels = tunnels
         self.gate = gate
         self.stats = stats
-        # Names already reported: each banned instance is stopped once, not once per response.
+        # Already reported: each banned instance (or CONNECT session token) is stopped once,
+        # not once per response.
         self.stopping: set[str] = set()
+        self.stopping_sessions: set[str] = set()
+        self._pending: dict[str, _PendingStop] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -79,12 +111,21 @@ class BanMiddleware:
         settings = state.settings
         if not (settings.enabled and settings.master and settings.ban_enabled):
             raise NotConfigured("Scrapoxy ban handling is off")
-        stop = None
+        stop = stop_session = None
         if state.commander is not None and settings.ban_stop_instance:
             stop = state.commander.stop_instance
+            stop_session = state.commander.stop_session
         return cls(policy=load_ban_policy(settings.ban_policy, crawler),
                    retry_times=settings.ban_retry_times, stop_instance=stop,
-                   sessions=state.sessions, gate=state.gate, stats=crawler.stats)
+                   stop_session=stop_session, sessions=state.sessions, tunnels=state.tunnels,
+                   gate=state.gate, stats=crawler.stats)
+
+    async def process_request(self, request: Request, spider: Any = None) -> None:
+        pending = self._pending.get(request.meta.pop(_AFTER_STOP, None) or "")
+        if pending is not None:
+            self._inc("scrapoxy/ban/retry_held")
+            await maybe_deferred_to_future(pending.wait())
+        return None
 
     def process_response(self, request: Request, response: Response,
                          spider: Any = None) -> Response | Request:
@@ -109,12 +150,19 @@ class BanMiddleware:
     def _banned(self, request: Request, ban: Ban, proxyname: str | None) -> Request | None:
         self._inc("scrapoxy/ban/count")
         self._inc(f"scrapoxy/ban/reason_count/{ban.reason}")
+        token = request.meta.get(TOKEN_KEY)
         logger.info("scrapoxy: ban (%s) on %s via %s", ban.reason, request.url,
-                    proxyname or "an unknown instance")
+                    proxyname or (f"the instance of session {token}" if token
+                                  else "an unknown instance"))
+        stop_key = None
         if proxyname is not None:
             if self.sessions is not None:
                 self.sessions.forget_instance(proxyname)
-            self._stop(proxyname)
+            stop_key = self._stop(proxyname)
+        elif token is not None:
+            if self.tunnels is not None:
+                self.tunnels.renew(token)
+            stop_key = self._stop_by_session(token)
         retry = get_ban_retry_request(request, max_times=self.retry_times)
         if retry is None:
             self._inc("scrapoxy/ban/max_reached")
@@ -122,30 +170,74 @@ class BanMiddleware:
                            request.meta.get(BAN_TIMES, 0) + 1)
             return None
         self._inc("scrapoxy/ban/retry_count")
+        if stop_key is not None and stop_key in self._pending:
+            retry.meta[_AFTER_STOP] = stop_key
         return retry
 
-    def _stop(self, proxyname: str) -> None:
+    def _stop(self, proxyname: str) -> str | None:
+        """Ask the commander to stop ``proxyname``; the key of the pending stop, if any."""
+        key = f"name:{proxyname}"
         if self.stop_instance is None or proxyname in self.stopping:
-            return
+            return key
         self.stopping.add(proxyname)
         self._inc("scrapoxy/ban/stop_requested")
 
         def stopped(alive: int) -> None:
-            self._inc("scrapoxy/ban/instance_stopped")
-            logger.info("scrapoxy: stopped banned instance %s (%d alive left)", proxyname, alive)
-            if alive == 0 and self.gate is not None:
-                self.gate.close("all_banned")
+            self._stopped(proxyname, alive)
 
         def failed(failure: Failure) -> None:
-            error = failure.value
-            if isinstance(error, CommanderHTTPError) and error.status == 404:
-                return  # already gone (replaced by the manager): nothing to stop
-            # Let a later ban of the same instance try again.
-            self.stopping.discard(proxyname)
-            self._inc("scrapoxy/ban/stop_failed")
-            logger.warning("scrapoxy: could not stop banned instance %s: %s", proxyname, error)
+            if self._stop_failed(proxyname, failure):
+                self.stopping.discard(proxyname)  # let a later ban of it try again
 
-        self.stop_instance(proxyname).addCallbacks(stopped, failed)
+        self._track(key, self.stop_instance(proxyname).addCallbacks(stopped, failed))
+        return key
+
+    def _stop_by_session(self, token: str) -> str | None:
+        """CONNECT mode: ask the commander to stop the instance session ``token`` went through."""
+        key = f"session:{token}"
+        if self.stop_session is None or token in self.stopping_sessions:
+            return key
+        self.stopping_sessions.add(token)
+        self._inc("scrapoxy/ban/stop_requested")
+
+        def stopped(result: StoppedInstance) -> None:
+            self.stopping.add(result.name)
+            if self.sessions is not None:
+                self.sessions.forget_instance(result.name)
+            self._stopped(result.name, result.alive)
+
+        def failed(failure: Failure) -> None:
+            if self._stop_failed(f"of session {token}", failure):
+                self.stopping_sessions.discard(token)
+
+        self._track(key, self.stop_session(token).addCallbacks(stopped, failed))
+        return key
+
+    def _track(self, key: str, call: defer.Deferred[None]) -> None:
+        if call.called:
+            return  # answered at once (tests): nothing to wait for
+        pending = self._pending[key] = _PendingStop()
+
+        def finished(_: object) -> None:
+            del self._pending[key]
+            pending.done()
+
+        call.addBoth(finished)
+
+    def _stopped(self, proxyname: str, alive: int) -> None:
+        self._inc("scrapoxy/ban/instance_stopped")
+        logger.info("scrapoxy: stopped banned instance %s (%d alive left)", proxyname, alive)
+        if alive == 0 and self.gate is not None:
+            self.gate.close("all_banned")
+
+    def _stop_failed(self, what: str, failure: Failure) -> bool:
+        """Log a failed stop; True if a later ban should ask again."""
+        error = failure.value
+        if isinstance(error, CommanderHTTPError) and error.status == 404:
+            return False  # already gone (replaced by the manager): nothing to stop
+        self._inc("scrapoxy/ban/stop_failed")
+        logger.warning("scrapoxy: could not stop banned instance %s: %s", what, error)
+        return True
 
     def _inc(self, key: str) -> None:
         if self.stats is not None:

@@ -27,8 +27,8 @@ import requests
 
 __all__ = [
     "Address", "CommanderClient", "CommanderError", "CommanderHTTPError", "CommanderUnavailable",
-    "Event", "Instance", "Scaling", "api_base_url", "authorization", "parse_error",
-    "parse_instances", "parse_scaling", "parse_sse",
+    "Event", "Instance", "Scaling", "StoppedInstance", "api_base_url", "authorization",
+    "parse_error", "parse_instances", "parse_scaling", "parse_sse", "parse_stopped",
 ]
 
 
@@ -60,6 +60,14 @@ class Scaling:
     min: int
     required: int
     max: int
+
+
+@dataclass(frozen=True)
+class StoppedInstance:
+    """The answer to a stop by session token: which instance that was, and the alive count."""
+
+    name: str
+    alive: int
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,13 @@ def parse_scaling(payload: Any) -> Scaling:
                        max=int(payload["max"]))
     except (TypeError, KeyError, ValueError):
         raise CommanderUnavailable(f"not a scaling: {payload!r:.200}") from None
+
+
+def parse_stopped(payload: Any) -> StoppedInstance:
+    try:
+        return StoppedInstance(name=str(payload["name"]), alive=int(payload["alive"]))
+    except (TypeError, KeyError, ValueError):
+        raise CommanderUnavailable(f"not a stop answer: {payload!r:.200}") from None
 
 
 def parse_error(status: int, body: bytes) -> CommanderHTTPError:
@@ -255,6 +270,11 @@ class CommanderClient:
     def stop_instance(self, name: str) -> int:
         """Stop (and so replace) instance ``name``; returns the alive count after."""
         return int(self._json("POST", "/instances/stop", json={"name": name})["alive"])
+
+    def stop_session(self, token: str) -> StoppedInstance:
+        """Stop the instance that CONNECT session ``token`` (``USER;session=TOKEN``) tunnels
+        through; ``CommanderHTTPError`` 404 when the master knows no such session."""
+        return parse_stopped(self._json("POST", "/instances/stop", json={"session": token}))
 
     # scaling
     def scaling(self) -> Scaling:

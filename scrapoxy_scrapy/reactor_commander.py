@@ -23,12 +23,14 @@ from scrapoxy_scrapy.commander import (
     CommanderUnavailable,
     Instance,
     Scaling,
+    StoppedInstance,
     api_base_url,
     authorization,
     parse_error,
     parse_instances,
     parse_json,
     parse_scaling,
+    parse_stopped,
     scaling_changes,
 )
 
@@ -100,6 +102,13 @@ class ReactorCommanderClient:
         async def run() -> int:
             payload = await self._json("POST", "/instances/stop", {"name": name})
             return int(payload["alive"])
+        return defer.ensureDeferred(run())
+
+    def stop_session(self, token: str) -> defer.Deferred[StoppedInstance]:
+        """Stop the instance CONNECT session ``token`` tunnels through; fires with which it was
+        and the alive count after."""
+        async def run() -> StoppedInstance:
+            return parse_stopped(await self._json("POST", "/instances/stop", {"session": token}))
         return defer.ensureDeferred(run())
 
     def scaling(self) -> defer.Deferred[Scaling]:

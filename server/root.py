@@ -105,7 +105,8 @@ class Server:
         app = create_app(
             control=None, call_in_reactor=reactor_caller(self.reactor),
             username=config.commander.username, password=self.commander_password,
-            config_view=config_view, live=self.live)
+            config_view=config_view, live=self.live,
+            session_instance=self.master_factory.session_instance)
         commander_port = self.reactor.listenTCP(
             config.commander.port, make_site(app, reactor=self.reactor, threadpool=self.threadpool),
             interface=config.commander.host)

@@ -36,6 +36,9 @@ access_log = logging.getLogger("scrapoxy.access")
 
 _REQUEST_DROP = frozenset({http1.PROXYNAME_HEADER, b"location", b"host", b"content-length"})
 _RESPONSE_DROP = frozenset({http1.PROXYNAME_HEADER, b"content-length"})
+# CONNECT session tokens remembered; past this the least recently pinned is forgotten (its next
+# tunnel then picks an instance afresh), so clients minting tokens cannot grow memory forever.
+MAX_SESSIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,20 @@ class MasterFactory(Factory):
         protocol = MasterProtocol(self)
         protocol.factory = self
         return protocol
+
+    def pin_session(self, token: str, name: str) -> None:
+        """CONNECT session ``token`` now tunnels through instance ``name``."""
+        sessions = self.sessions
+        sessions.pop(token, None)  # re-inserted last: the dict's order is recency
+        if len(sessions) >= MAX_SESSIONS:
+            del sessions[next(iter(sessions))]
+        sessions[token] = name
+
+    def session_instance(self, token: str) -> str | None:
+        """The instance CONNECT session ``token`` last tunnelled through, if any. The commander
+        stops it on a ban reported by token: such a client never sees the CONNECT's reply
+        headers, so it cannot name the instance itself."""
+        return self.sessions.get(token)
 
     def host_allowed(self, host: str) -> bool:
         settings = self.settings
@@ -709,7 +726,7 @@ class TunnelRelay:
     def dispatch(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         if self.session is not None:
-            self.f.sessions[self.session] = endpoint.name
+            self.f.pin_session(self.session, endpoint.name)
         self.f.pool.acquire(endpoint.name)
         self.acquired = True
         self.client.transport.pauseProducing()

@@ -9,10 +9,11 @@ from scrapy.utils.test import get_crawler
 from twisted.internet import defer
 
 from scrapoxy_scrapy import BanMiddleware, BanPolicy, DOWNLOADER_MIDDLEWARES
-from scrapoxy_scrapy.commander import CommanderHTTPError
+from scrapoxy_scrapy.commander import CommanderHTTPError, StoppedInstance
 from scrapoxy_scrapy.policy import Ban, load_ban_policy
 from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.sessions import SessionPins
+from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens
 from tests.scrapy.chain import MASTER, Chain
 
 
@@ -199,3 +200,73 @@ def test_not_configured_when_ban_handling_is_off():
     crawler = get_crawler(Spider, {"SCRAPOXY_MASTER": MASTER, "SCRAPOXY_BAN_ENABLED": False})
     with pytest.raises(NotConfigured):
         BanMiddleware.from_crawler(crawler)
+
+
+# --- CONNECT mode: no x-cache-proxyname, the session token names the instance ------------------
+
+def connect_middleware(**kwargs):
+    session_stopper = FakeStopper()
+    tunnels = TunnelTokens(lanes=2, lane_ttl_s=60.0, salt="s")
+    mw, stopper, stats = middleware(stop_session=session_stopper, tunnels=tunnels, **kwargs)
+    return mw, stopper, session_stopper, tunnels, stats
+
+
+def tunnelled(meta: dict | None = None, tunnels: TunnelTokens | None = None) -> Request:
+    request = Request("https://example.com/a", meta=dict(meta or {}))
+    if tunnels is not None:
+        tunnels.assign(request.meta)  # what ProxyMiddleware does in CONNECT mode
+    return request
+
+
+def test_connect_mode_ban_stops_the_instance_of_the_session_token():
+    mw, stopper, session_stopper, tunnels, stats = connect_middleware()
+    request = tunnelled({"scrapoxy_session": "acct"}, tunnels)
+    token = request.meta[TOKEN_KEY]
+
+    retry = mw.process_response(request, response(429, proxyname=None))
+
+    assert isinstance(retry, Request)
+    assert session_stopper.calls == [token] and stopper.calls == []
+    session_stopper.pending[0].callback(StoppedInstance(name="inst-7", alive=1))
+    assert stats.values["scrapoxy/ban/instance_stopped"] == 1
+    assert "inst-7" in mw.stopping  # a later ban reported by name is not stopped again
+
+
+def test_connect_mode_ban_retry_goes_out_on_a_new_token_hence_a_new_tunnel():
+    mw, _, session_stopper, tunnels, _ = connect_middleware()
+    request = tunnelled({"scrapoxy_session": "acct"}, tunnels)
+    banned = request.meta[TOKEN_KEY]
+    retry = mw.process_response(request, response(429, proxyname=None))
+    # Another response of the old tunnel: reported once, renewed once.
+    mw.process_response(tunnelled({"scrapoxy_session": "acct", TOKEN_KEY: banned}),
+                        response(429, proxyname=None))
+
+    assert session_stopper.calls == [banned]
+    assert tunnels.assign(retry.meta) != banned
+    assert tunnels.assign({"scrapoxy_session": "acct"}) == retry.meta[TOKEN_KEY]
+
+
+def test_connect_mode_stop_of_an_unknown_session_is_not_an_error():
+    mw, _, session_stopper, tunnels, stats = connect_middleware()
+    mw.process_response(tunnelled({}, tunnels), response(429, proxyname=None))
+    session_stopper.pending[0].errback(CommanderHTTPError(status=404, code="not_found"))
+    assert "scrapoxy/ban/stop_failed" not in stats.values
+
+
+def test_ban_retry_waits_until_the_commander_answered_the_stop():
+    mw, stopper, _ = middleware()
+    retry = mw.process_response(Request("https://example.com/a"), response(429))
+    held = defer.ensureDeferred(mw.process_request(retry))
+    assert not held.called  # the master may still route to the banned instance
+    stopper.pending[0].callback(1)
+    assert held.called
+    # A later request is not held.
+    assert defer.ensureDeferred(mw.process_request(Request("https://example.com/b"))).called
+
+
+def test_ban_retry_is_released_when_the_stop_fails_too():
+    mw, stopper, _ = middleware()
+    retry = mw.process_response(Request("https://example.com/a"), response(429))
+    held = defer.ensureDeferred(mw.process_request(retry))
+    stopper.pending[0].errback(CommanderHTTPError(status=500))
+    assert held.called
