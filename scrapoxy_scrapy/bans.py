@@ -21,11 +21,20 @@ On a ban (decided by the policy, see :mod:`scrapoxy_scrapy.policy`):
 - when the commander says no instance is left alive, the pool gate closes: requests wait (with
   backoff polling) for the new instances instead of failing.
 
+Stopping an instance cuts the requests still in flight through it: the master answers them
+502 ``upstream`` (CONNECT mode: the tunnel drops, or the master refuses a CONNECT it was
+opening through it with 502, which Scrapy raises as ``TunnelError``). Those are not the
+target's doing, so they are retried like a ban (``scrapoxy/ban/cut_retry_count``, same limit)
+instead of using up RetryMiddleware's ``RETRY_TIMES``: with a few concurrent requests per
+instance, a burst of bans would otherwise lose pages. A refused CONNECT names no instance, so it
+counts as cut when it comes within :data:`CUT_WINDOW_S` of a stop this crawl asked for.
+
 ``meta["scrapoxy_dont_ban"] = True`` turns ban handling off for one request.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +45,11 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from scrapoxy_scrapy.commander import CommanderHTTPError, StoppedInstance
-from scrapoxy_scrapy.policy import Ban, load_ban_policy
+from scrapoxy_scrapy.policy import MASTER_ERROR_HEADER, Ban, load_ban_policy
 from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.sessions import SessionPins
 from scrapoxy_scrapy.state import crawl_state
-from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens
+from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens, refused_tunnel_status
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -52,6 +61,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_PRIORITY = 740
 PROXYNAME_HEADER = b"x-cache-proxyname"
 BAN_TIMES = "scrapoxy_ban_times"
+UPSTREAM = b"upstream"
+# A CONNECT refused with 502 this soon after a stop was asked is taken as cut by that stop.
+CUT_WINDOW_S = 5.0
 # meta of a ban retry: the stop it waits for (see _PendingStop)
 _AFTER_STOP = "_scrapoxy_after_stop"
 
@@ -90,7 +102,8 @@ class BanMiddleware:
                  stop_instance: Callable[[str], defer.Deferred[int]] | None,
                  stop_session: Callable[[str], defer.Deferred[StoppedInstance]] | None = None,
                  sessions: SessionPins | None = None, tunnels: TunnelTokens | None = None,
-                 gate: PoolGate | None = None, stats: Any = None) -> None:
+                 gate: PoolGate | None = None, stats: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self.retry_times = retry_times
         self.stop_instance = stop_instance
@@ -104,6 +117,8 @@ class BanMiddleware:
         self.stopping: set[str] = set()
         self.stopping_sessions: set[str] = set()
         self._pending: dict[str, _PendingStop] = {}
+        self.clock = clock
+        self._last_stop_at: float | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -131,11 +146,14 @@ class BanMiddleware:
                          spider: Any = None) -> Response | Request:
         if request.meta.get("dont_scrapoxy") or request.meta.get("scrapoxy_dont_ban"):
             return response
-        ban = self.policy.response_ban(request, response)
-        if ban is None:
-            return response
         proxyname_bytes = response.headers.get(PROXYNAME_HEADER)
         proxyname = proxyname_bytes.decode("latin-1") if proxyname_bytes else None
+        ban = self.policy.response_ban(request, response)
+        if ban is None:
+            if proxyname in self.stopping and \
+                    response.headers.get(MASTER_ERROR_HEADER, b"").strip() == UPSTREAM:
+                return self._cut(request) or response
+            return response
         return self._banned(request, ban, proxyname) or response
 
     def process_exception(self, request: Request, exception: Exception,
@@ -144,8 +162,23 @@ class BanMiddleware:
             return None
         ban = self.policy.exception_ban(request, exception)
         if ban is None:
+            if request.meta.get(TOKEN_KEY) in self.stopping_sessions:
+                return self._cut(request)  # its tunnel went through an instance we stopped
+            if refused_tunnel_status(exception) == 502 and self._stopped_recently():
+                return self._cut(request)
             return None
         return self._banned(request, ban, None)
+
+    def _stopped_recently(self) -> bool:
+        last = self._last_stop_at
+        return last is not None and self.clock() - last <= CUT_WINDOW_S
+
+    def _cut(self, request: Request) -> Request | None:
+        """A request cut by the stop of a banned instance: send it again elsewhere."""
+        retry = get_ban_retry_request(request, max_times=self.retry_times)
+        if retry is not None:
+            self._inc("scrapoxy/ban/cut_retry_count")
+        return retry
 
     def _banned(self, request: Request, ban: Ban, proxyname: str | None) -> Request | None:
         self._inc("scrapoxy/ban/count")
@@ -180,6 +213,7 @@ class BanMiddleware:
         if self.stop_instance is None or proxyname in self.stopping:
             return key
         self.stopping.add(proxyname)
+        self._last_stop_at = self.clock()
         self._inc("scrapoxy/ban/stop_requested")
 
         def stopped(alive: int) -> None:
@@ -198,6 +232,7 @@ class BanMiddleware:
         if self.stop_session is None or token in self.stopping_sessions:
             return key
         self.stopping_sessions.add(token)
+        self._last_stop_at = self.clock()
         self._inc("scrapoxy/ban/stop_requested")
 
         def stopped(result: StoppedInstance) -> None:
@@ -225,6 +260,7 @@ class BanMiddleware:
         call.addBoth(finished)
 
     def _stopped(self, proxyname: str, alive: int) -> None:
+        self._last_stop_at = self.clock()
         self._inc("scrapoxy/ban/instance_stopped")
         logger.info("scrapoxy: stopped banned instance %s (%d alive left)", proxyname, alive)
         if alive == 0 and self.gate is not None:

@@ -24,15 +24,31 @@ a ban on them can neither stop the instance nor be sure to avoid it.
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 import time
 from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any
 
+from scrapy.core.downloader.handlers.http11 import TunnelError
+
 from scrapoxy_scrapy.sessions import SESSION_KEY, session_token
 
 TOKEN_KEY = "scrapoxy_session_token"  # meta: the token the request's tunnel carried
 LANE_KEY = "_scrapoxy_lane"  # meta: a request keeps its lane across retries and redirects
+
+
+_TUNNEL_STATUS = re.compile(r"'status': (\d{3})")
+
+
+def refused_tunnel_status(exception: BaseException) -> int | None:
+    """The status the master answered a CONNECT with, when it refused to open the tunnel
+    (Scrapy raises ``TunnelError`` and only keeps the status in its message): 503 means
+    ``no_instance``, 502 ``upstream``, 504 ``timeout``, as in the master's error table."""
+    if not isinstance(exception, TunnelError):
+        return None
+    match = _TUNNEL_STATUS.search(str(exception))
+    return int(match.group(1)) if match else None
 
 
 class TunnelTokens:

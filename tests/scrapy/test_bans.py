@@ -5,6 +5,7 @@ import pytest
 from scrapy import Request, Spider
 from scrapy.exceptions import NotConfigured
 from scrapy.http import HtmlResponse, Response
+from scrapy.core.downloader.handlers.http11 import TunnelError
 from scrapy.utils.test import get_crawler
 from twisted.internet import defer
 
@@ -31,6 +32,14 @@ class FakeStats:
 
     def inc_value(self, key: str, count: int = 1) -> None:
         self.values[key] = self.values.get(key, 0) + count
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FakeStopper:
@@ -270,3 +279,45 @@ def test_ban_retry_is_released_when_the_stop_fails_too():
     held = defer.ensureDeferred(mw.process_request(retry))
     stopper.pending[0].errback(CommanderHTTPError(status=500))
     assert held.called
+
+
+def test_requests_cut_by_the_stop_of_a_banned_instance_are_sent_again():
+    mw, _, stats = middleware()
+    mw.process_response(Request("https://example.com/a"), response(429))  # stops inst-1
+    cut = response(502, b'{"error": "upstream"}', **{"x-scrapoxy-error": "upstream"})
+    retry = mw.process_response(Request("https://example.com/b"), cut)
+    assert isinstance(retry, Request) and retry.url == "https://example.com/b"
+    assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
+    # The same error from an instance nobody stopped is RetryMiddleware's business.
+    other = response(502, proxyname="inst-2", **{"x-scrapoxy-error": "upstream"})
+    assert mw.process_response(Request("https://example.com/c"), other) is other
+
+
+def test_connect_mode_tunnels_dropped_by_the_stop_are_sent_again():
+    mw, _, _, tunnels, stats = connect_middleware()
+    banned = tunnelled({"scrapoxy_session": "acct"}, tunnels)
+    mw.process_response(banned, response(429, proxyname=None))
+    in_flight = tunnelled({"scrapoxy_session": "acct", TOKEN_KEY: banned.meta[TOKEN_KEY]})
+    retry = mw.process_exception(in_flight, ConnectionResetError())
+    assert isinstance(retry, Request)
+    assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
+    assert mw.process_exception(tunnelled({}, tunnels), ConnectionResetError()) is None
+
+
+def refused_connect(status: int, reason: bytes) -> TunnelError:
+    # What Scrapy raises when the master answers the CONNECT itself.
+    return TunnelError(f"Could not open CONNECT tunnel with proxy 127.0.0.1:8888 "
+                       f"[{{'status': {status}, 'reason': {reason!r}}}]")
+
+
+def test_connect_refused_with_502_right_after_a_stop_is_sent_again_later_it_is_not():
+    clock = FakeClock()
+    mw, _, _, tunnels, stats = connect_middleware(clock=clock)
+    mw.process_response(tunnelled({}, tunnels), response(429, proxyname=None))
+    # Another lane's CONNECT was being opened through the instance just stopped.
+    assert isinstance(mw.process_exception(tunnelled({}, tunnels),
+                                           refused_connect(502, b"Bad Gateway")), Request)
+    assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
+    clock.now += 60
+    assert mw.process_exception(tunnelled({}, tunnels),
+                                refused_connect(502, b"Bad Gateway")) is None

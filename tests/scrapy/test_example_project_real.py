@@ -87,3 +87,30 @@ def test_site_spider_reports_master_errors_of_an_untrusted_https_site(
         (untrusted_site.https_url + "/shop/", 502, "upstream")
     assert item["message"] and item["proxyname"]
     assert "Traceback" not in log and "spider_exceptions" not in log
+
+
+@pytest.mark.parametrize("https_mode", ["location", "connect"])
+def test_account_spider_scrapes_every_page_of_a_banning_shop_and_replaces_banned_instances(
+        server_factory, shop, tmp_path, https_mode):
+    server = server_factory(instances=2)
+    before = {i["name"] for i in server.api.wait_alive(2, timeout=30)}
+
+    items, log = scrapy_crawl(
+        server, tmp_path, "account", "-a", f"url={shop.https_url}/shop/", "-a", "accounts=3",
+        "-a", f"pages={shop.pages}", "-s", "SCRAPOXY_BAN_RETRY_TIMES=10",
+        env={"SCRAPOXY_HTTPS_MODE": https_mode})
+
+    # Every account read its login page and every product page, all 200.
+    expected = sorted((account, f"{shop.https_url}/shop/{page}") for account in (1, 2, 3)
+                      for page in ["", *(f"p{k}" for k in range(1, shop.pages + 1))])
+    scraped = sorted((item["account"], item["url"]) for item in items if item["status"] == 200)
+    assert scraped == expected, (items, log[-3000:])
+    assert all(item["status"] == 200 for item in items), items
+    # 3 accounts x 5 pages through IPs banned after 3 requests: bans were met and handled.
+    stats = logged_stats(log)
+    assert stats["scrapoxy/ban/reason_count/http_429"] >= 1
+    assert stats["scrapoxy/ban/instance_stopped"] >= 1
+    assert "scrapoxy/ban/max_reached" not in stats
+    assert len(shop.banned_ips) >= 1
+    after = {i["name"] for i in server.api.wait_alive(2, timeout=30)}
+    assert after - before, "the banned instances were not replaced"
