@@ -26,8 +26,9 @@ Stopping an instance cuts the requests still in flight through it: the master an
 opening through it with 502, which Scrapy raises as ``TunnelError``). Those are not the
 target's doing, so they are retried like a ban (``scrapoxy/ban/cut_retry_count``, same limit)
 instead of using up RetryMiddleware's ``RETRY_TIMES``: with a few concurrent requests per
-instance, a burst of bans would otherwise lose pages. A refused CONNECT names no instance, so it
-counts as cut when it comes within :data:`CUT_WINDOW_S` of a stop this crawl asked for.
+instance, a burst of bans would otherwise lose pages. A dropped tunnel or a refused CONNECT names
+no instance, so in CONNECT mode it counts as cut when it comes within :data:`CUT_WINDOW_S` of a
+stop this crawl asked for.
 
 ``meta["scrapoxy_dont_ban"] = True`` turns ban handling off for one request.
 """
@@ -42,14 +43,16 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from scrapoxy_scrapy.commander import CommanderHTTPError, StoppedInstance
 from scrapoxy_scrapy.policy import MASTER_ERROR_HEADER, Ban, load_ban_policy
 from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.sessions import SessionPins
 from scrapoxy_scrapy.state import crawl_state
-from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens, refused_tunnel_status
+from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens, caused_by, refused_tunnel_status
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -62,8 +65,10 @@ DEFAULT_PRIORITY = 740
 PROXYNAME_HEADER = b"x-cache-proxyname"
 BAN_TIMES = "scrapoxy_ban_times"
 UPSTREAM = b"upstream"
-# A CONNECT refused with 502 this soon after a stop was asked is taken as cut by that stop.
+# A tunnel that drops (or a CONNECT refused with 502) this soon after a stop was asked is taken
+# as cut by that stop: the failure names no instance.
 CUT_WINDOW_S = 5.0
+_TUNNEL_DROPS = (ResponseNeverReceived, ResponseFailed, ConnectionLost, ConnectionDone)
 # meta of a ban retry: the stop it waits for (see _PendingStop)
 _AFTER_STOP = "_scrapoxy_after_stop"
 
@@ -162,10 +167,13 @@ class BanMiddleware:
             return None
         ban = self.policy.exception_ban(request, exception)
         if ban is None:
-            if request.meta.get(TOKEN_KEY) in self.stopping_sessions:
+            token = request.meta.get(TOKEN_KEY)
+            if token in self.stopping_sessions:
                 return self._cut(request)  # its tunnel went through an instance we stopped
-            if refused_tunnel_status(exception) == 502 and self._stopped_recently():
-                return self._cut(request)
+            if token is not None and self._stopped_recently() and (
+                    caused_by(exception, _TUNNEL_DROPS) is not None
+                    or refused_tunnel_status(exception) == 502):
+                return self._cut(request)  # another token's tunnel through the same instance
             return None
         return self._banned(request, ban, None)
 

@@ -41,13 +41,28 @@ LANE_KEY = "_scrapoxy_lane"  # meta: a request keeps its lane across retries and
 _TUNNEL_STATUS = re.compile(r"'status': (\d{3})")
 
 
+def caused_by(exception: BaseException, types: type[BaseException] | tuple[type[BaseException], ...]
+              ) -> BaseException | None:
+    """``exception`` or the first of its causes that is one of ``types``: Scrapy 2.14+ wraps
+    Twisted's download errors (``DownloadFailedError`` from ``ResponseFailed``...)."""
+    seen: BaseException | None = exception
+    for _ in range(8):  # a cause chain is short; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, types):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
 def refused_tunnel_status(exception: BaseException) -> int | None:
     """The status the master answered a CONNECT with, when it refused to open the tunnel
     (Scrapy raises ``TunnelError`` and only keeps the status in its message): 503 means
     ``no_instance``, 502 ``upstream``, 504 ``timeout``, as in the master's error table."""
-    if not isinstance(exception, TunnelError):
+    refusal = caused_by(exception, TunnelError)
+    if refusal is None:
         return None
-    match = _TUNNEL_STATUS.search(str(exception))
+    match = _TUNNEL_STATUS.search(str(refusal))
     return int(match.group(1)) if match else None
 
 

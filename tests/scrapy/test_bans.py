@@ -8,6 +8,9 @@ from scrapy.http import HtmlResponse, Response
 from scrapy.core.downloader.handlers.http11 import TunnelError
 from scrapy.utils.test import get_crawler
 from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
 
 from scrapoxy_scrapy import BanMiddleware, BanPolicy, DOWNLOADER_MIDDLEWARES
 from scrapoxy_scrapy.commander import CommanderHTTPError, StoppedInstance
@@ -310,7 +313,7 @@ def refused_connect(status: int, reason: bytes) -> TunnelError:
                        f"[{{'status': {status}, 'reason': {reason!r}}}]")
 
 
-def test_connect_refused_with_502_right_after_a_stop_is_sent_again_later_it_is_not():
+def test_connect_mode_failures_right_after_a_stop_are_sent_again_later_they_are_not():
     clock = FakeClock()
     mw, _, _, tunnels, stats = connect_middleware(clock=clock)
     mw.process_response(tunnelled({}, tunnels), response(429, proxyname=None))
@@ -318,6 +321,13 @@ def test_connect_refused_with_502_right_after_a_stop_is_sent_again_later_it_is_n
     assert isinstance(mw.process_exception(tunnelled({}, tunnels),
                                            refused_connect(502, b"Bad Gateway")), Request)
     assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
+    # So was a tunnel of another token through it, which drops before its answer.
+    dropped = ResponseNeverReceived([Failure(ConnectionLost())])
+    assert isinstance(mw.process_exception(tunnelled({}, tunnels), dropped), Request)
+    wrapped = RuntimeError("download failed")  # Scrapy 2.14+ wraps it: DownloadFailedError
+    wrapped.__cause__ = dropped
+    assert isinstance(mw.process_exception(tunnelled({}, tunnels), wrapped), Request)
     clock.now += 60
     assert mw.process_exception(tunnelled({}, tunnels),
                                 refused_connect(502, b"Bad Gateway")) is None
+    assert mw.process_exception(tunnelled({}, tunnels), dropped) is None
