@@ -320,11 +320,39 @@ class CommanderClient:
             raise parse_error(response.status_code, response.content)
         return response.text
 
-    def events(self, *, read_timeout: float | None = None) -> Iterator[Event]:
-        """Follow ``GET /api/events`` (Server-Sent Events) until the caller stops iterating."""
-        response = self._request("GET", "/events", stream=True,
-                                 timeout=(self.timeout, read_timeout))
-        with response:
-            lines = (line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-                     for line in response.iter_lines())
-            yield from parse_sse(lines)
+    def events(self, *, last_event_id: str | None = None, read_timeout: float | None = None,
+               reconnects: int = 3) -> Iterator[Event]:
+        """Follow ``GET /api/events`` (Server-Sent Events) until the caller stops iterating.
+
+        ``last_event_id`` resumes after that event: the commander replays what came since, or,
+        when it no longer holds that event, sends the current state of every kind. When the
+        stream drops (commander restarted, a proxy closed it, ``read_timeout`` passed without
+        even a heartbeat), it reconnects at once with the id of the last event seen, so no
+        event is lost or repeated. After ``reconnects`` drops in a row without an event in
+        between it raises ``CommanderUnavailable``, as it does when the commander refuses the
+        connection; resume later with ``last_event_id`` set to the last ``Event.id`` you got.
+        """
+        drops = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id
+            response = self._request("GET", "/events", stream=True, headers=headers,
+                                     timeout=(self.timeout, read_timeout))
+            dropped: Exception | None = None
+            try:
+                with response:
+                    lines = (line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+                             for line in response.iter_lines())
+                    for event in parse_sse(lines):
+                        drops = 0
+                        if event.id is not None:
+                            last_event_id = event.id
+                        yield event
+            except requests.RequestException as error:  # reset, chunk cut, read timeout
+                dropped = error
+            drops += 1
+            if drops > reconnects:
+                raise CommanderUnavailable(
+                    f"GET /events: the stream ended {drops} times in a row without an event "
+                    f"(last: {dropped or 'closed by the commander'})") from dropped
