@@ -22,13 +22,14 @@ On a ban (decided by the policy, see :mod:`scrapoxy_scrapy.policy`):
   backoff polling) for the new instances instead of failing.
 
 Stopping an instance cuts the requests still in flight through it: the master answers them
-502 ``upstream`` (CONNECT mode: the tunnel drops, or the master refuses a CONNECT it was
-opening through it with 502, which Scrapy raises as ``TunnelError``). Those are not the
-target's doing, so they are retried like a ban (``scrapoxy/ban/cut_retry_count``, same limit)
-instead of using up RetryMiddleware's ``RETRY_TIMES``: with a few concurrent requests per
-instance, a burst of bans would otherwise lose pages. A dropped tunnel or a refused CONNECT names
-no instance, so in CONNECT mode it counts as cut when it comes within :data:`CUT_WINDOW_S` of a
-stop this crawl asked for.
+502 ``upstream``, or cuts a response it was already streaming; in CONNECT mode the tunnel
+drops, or the master refuses a CONNECT it was opening through it with 502 (Scrapy raises
+``TunnelError``). Those are not the target's doing, so they are retried like a ban
+(``scrapoxy/ban/cut_retry_count``, same limit) instead of using up RetryMiddleware's
+``RETRY_TIMES``: with a few concurrent requests per instance, a burst of bans would otherwise
+lose pages. A 502 naming an instance this crawl stopped, or a failed tunnel whose token it
+stopped, is cut for sure; a dropped connection or refused CONNECT names no instance, so it
+counts as cut when it comes within :data:`CUT_WINDOW_S` of a stop this crawl asked for.
 
 ``meta["scrapoxy_dont_ban"] = True`` turns ban handling off for one request.
 """
@@ -44,14 +45,14 @@ from scrapy.http import Request, Response
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from scrapoxy_scrapy.commander import CommanderHTTPError, StoppedInstance
+from scrapoxy_scrapy.commander import StoppedInstance
 from scrapoxy_scrapy.policy import MASTER_ERROR_HEADER, Ban, load_ban_policy
 from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.sessions import SessionPins
 from scrapoxy_scrapy.state import crawl_state
+from scrapoxy_scrapy.stops import InstanceStopper
 from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens, caused_by, refused_tunnel_status
 
 if TYPE_CHECKING:
@@ -65,11 +66,11 @@ DEFAULT_PRIORITY = 740
 PROXYNAME_HEADER = b"x-cache-proxyname"
 BAN_TIMES = "scrapoxy_ban_times"
 UPSTREAM = b"upstream"
-# A tunnel that drops (or a CONNECT refused with 502) this soon after a stop was asked is taken
-# as cut by that stop: the failure names no instance.
+# A connection that drops (or a CONNECT refused with 502) this soon after a stop was asked is
+# taken as cut by that stop: the failure names no instance.
 CUT_WINDOW_S = 5.0
-_TUNNEL_DROPS = (ResponseNeverReceived, ResponseFailed, ConnectionLost, ConnectionDone)
-# meta of a ban retry: the stop it waits for (see _PendingStop)
+_DROPS = (ResponseNeverReceived, ResponseFailed, ConnectionLost, ConnectionDone)
+# meta of a ban retry: the stop it waits for (see InstanceStopper.wait)
 _AFTER_STOP = "_scrapoxy_after_stop"
 
 
@@ -85,23 +86,6 @@ def get_ban_retry_request(request: Request, *, max_times: int) -> Request | None
     return retry
 
 
-class _PendingStop:
-    """A stop call in flight; ban retries wait for it to end (however it ends)."""
-
-    def __init__(self) -> None:
-        self._waiters: list[defer.Deferred[None]] = []
-
-    def wait(self) -> defer.Deferred[None]:
-        waiter: defer.Deferred[None] = defer.Deferred()
-        self._waiters.append(waiter)
-        return waiter
-
-    def done(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
-
-
 class BanMiddleware:
     def __init__(self, *, policy: Any, retry_times: int,
                  stop_instance: Callable[[str], defer.Deferred[int]] | None,
@@ -111,19 +95,12 @@ class BanMiddleware:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self.retry_times = retry_times
-        self.stop_instance = stop_instance
-        self.stop_session = stop_session
         self.sessions = sessions
         self.tunnels = tunnels
         self.gate = gate
         self.stats = stats
-        # Already reported: each banned instance (or CONNECT session token) is stopped once,
-        # not once per response.
-        self.stopping: set[str] = set()
-        self.stopping_sessions: set[str] = set()
-        self._pending: dict[str, _PendingStop] = {}
-        self.clock = clock
-        self._last_stop_at: float | None = None
+        self.stopper = InstanceStopper(stop_instance=stop_instance, stop_session=stop_session,
+                                       sessions=sessions, gate=gate, stats=stats, clock=clock)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -141,10 +118,11 @@ class BanMiddleware:
                    gate=state.gate, stats=crawler.stats)
 
     async def process_request(self, request: Request, spider: Any = None) -> None:
-        pending = self._pending.get(request.meta.pop(_AFTER_STOP, None) or "")
-        if pending is not None:
+        stop = request.meta.pop(_AFTER_STOP, None)
+        waiting = self.stopper.wait(stop) if stop is not None else None
+        if waiting is not None:
             self._inc("scrapoxy/ban/retry_held")
-            await maybe_deferred_to_future(pending.wait())
+            await maybe_deferred_to_future(waiting)
         return None
 
     def process_response(self, request: Request, response: Response,
@@ -155,7 +133,7 @@ class BanMiddleware:
         proxyname = proxyname_bytes.decode("latin-1") if proxyname_bytes else None
         ban = self.policy.response_ban(request, response)
         if ban is None:
-            if proxyname in self.stopping and \
+            if proxyname in self.stopper.stopping and \
                     response.headers.get(MASTER_ERROR_HEADER, b"").strip() == UPSTREAM:
                 return self._cut(request) or response
             return response
@@ -168,18 +146,16 @@ class BanMiddleware:
         ban = self.policy.exception_ban(request, exception)
         if ban is None:
             token = request.meta.get(TOKEN_KEY)
-            if token in self.stopping_sessions:
+            if token in self.stopper.stopping_sessions:
                 return self._cut(request)  # its tunnel went through an instance we stopped
-            if token is not None and self._stopped_recently() and (
-                    caused_by(exception, _TUNNEL_DROPS) is not None
+            if self.stopper.stopped_within(CUT_WINDOW_S) and (
+                    caused_by(exception, _DROPS) is not None
                     or refused_tunnel_status(exception) == 502):
-                return self._cut(request)  # another token's tunnel through the same instance
+                # Another token's tunnel through the same instance, or (any mode) a response
+                # the master was streaming from it: cut, with no instance named.
+                return self._cut(request)
             return None
         return self._banned(request, ban, None)
-
-    def _stopped_recently(self) -> bool:
-        last = self._last_stop_at
-        return last is not None and self.clock() - last <= CUT_WINDOW_S
 
     def _cut(self, request: Request) -> Request | None:
         """A request cut by the stop of a banned instance: send it again elsewhere."""
@@ -199,11 +175,11 @@ class BanMiddleware:
         if proxyname is not None:
             if self.sessions is not None:
                 self.sessions.forget_instance(proxyname)
-            stop_key = self._stop(proxyname)
+            stop_key = self.stopper.stop(proxyname)
         elif token is not None:
             if self.tunnels is not None:
                 self.tunnels.renew(token)
-            stop_key = self._stop_by_session(token)
+            stop_key = self.stopper.stop_session(token)
         retry = get_ban_retry_request(request, max_times=self.retry_times)
         if retry is None:
             self._inc("scrapoxy/ban/max_reached")
@@ -211,77 +187,9 @@ class BanMiddleware:
                            request.meta.get(BAN_TIMES, 0) + 1)
             return None
         self._inc("scrapoxy/ban/retry_count")
-        if stop_key is not None and stop_key in self._pending:
+        if stop_key is not None and self.stopper.in_flight(stop_key):
             retry.meta[_AFTER_STOP] = stop_key
         return retry
-
-    def _stop(self, proxyname: str) -> str | None:
-        """Ask the commander to stop ``proxyname``; the key of the pending stop, if any."""
-        key = f"name:{proxyname}"
-        if self.stop_instance is None or proxyname in self.stopping:
-            return key
-        self.stopping.add(proxyname)
-        self._last_stop_at = self.clock()
-        self._inc("scrapoxy/ban/stop_requested")
-
-        def stopped(alive: int) -> None:
-            self._stopped(proxyname, alive)
-
-        def failed(failure: Failure) -> None:
-            if self._stop_failed(proxyname, failure):
-                self.stopping.discard(proxyname)  # let a later ban of it try again
-
-        self._track(key, self.stop_instance(proxyname).addCallbacks(stopped, failed))
-        return key
-
-    def _stop_by_session(self, token: str) -> str | None:
-        """CONNECT mode: ask the commander to stop the instance session ``token`` went through."""
-        key = f"session:{token}"
-        if self.stop_session is None or token in self.stopping_sessions:
-            return key
-        self.stopping_sessions.add(token)
-        self._last_stop_at = self.clock()
-        self._inc("scrapoxy/ban/stop_requested")
-
-        def stopped(result: StoppedInstance) -> None:
-            self.stopping.add(result.name)
-            if self.sessions is not None:
-                self.sessions.forget_instance(result.name)
-            self._stopped(result.name, result.alive)
-
-        def failed(failure: Failure) -> None:
-            if self._stop_failed(f"of session {token}", failure):
-                self.stopping_sessions.discard(token)
-
-        self._track(key, self.stop_session(token).addCallbacks(stopped, failed))
-        return key
-
-    def _track(self, key: str, call: defer.Deferred[None]) -> None:
-        if call.called:
-            return  # answered at once (tests): nothing to wait for
-        pending = self._pending[key] = _PendingStop()
-
-        def finished(_: object) -> None:
-            del self._pending[key]
-            pending.done()
-
-        call.addBoth(finished)
-
-    def _stopped(self, proxyname: str, alive: int) -> None:
-        self._last_stop_at = self.clock()
-        self._inc("scrapoxy/ban/instance_stopped")
-        logger.info("scrapoxy: stopped banned instance %s (%d alive left)", proxyname, alive)
-        if alive == 0 and self.gate is not None:
-            self.gate.close("all_banned")
-
-    def _stop_failed(self, what: str, failure: Failure) -> bool:
-        """Log a failed stop; True if a later ban should ask again."""
-        error = failure.value
-        if isinstance(error, CommanderHTTPError) and error.status == 404:
-            return False  # already gone (replaced by the manager): nothing to stop
-        self._inc("scrapoxy/ban/stop_failed")
-        logger.warning("scrapoxy: could not stop banned instance %s: %s", what, error)
-        return True
 
     def _inc(self, key: str) -> None:
         if self.stats is not None:

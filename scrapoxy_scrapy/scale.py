@@ -22,7 +22,6 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
 from scrapy.utils.defer import maybe_deferred_to_future
-from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from scrapoxy_scrapy.policy import MASTER_ERROR_HEADER

@@ -10,7 +10,7 @@ from scrapy.utils.test import get_crawler
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseNeverReceived
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from scrapoxy_scrapy import BanMiddleware, BanPolicy, DOWNLOADER_MIDDLEWARES
 from scrapoxy_scrapy.commander import CommanderHTTPError, StoppedInstance
@@ -241,7 +241,7 @@ def test_connect_mode_ban_stops_the_instance_of_the_session_token():
     assert session_stopper.calls == [token] and stopper.calls == []
     session_stopper.pending[0].callback(StoppedInstance(name="inst-7", alive=1))
     assert stats.values["scrapoxy/ban/instance_stopped"] == 1
-    assert "inst-7" in mw.stopping  # a later ban reported by name is not stopped again
+    assert "inst-7" in mw.stopper.stopping  # a later ban by name is not stopped again
 
 
 def test_connect_mode_ban_retry_goes_out_on_a_new_token_hence_a_new_tunnel():
@@ -331,3 +331,14 @@ def test_connect_mode_failures_right_after_a_stop_are_sent_again_later_they_are_
     assert mw.process_exception(tunnelled({}, tunnels),
                                 refused_connect(502, b"Bad Gateway")) is None
     assert mw.process_exception(tunnelled({}, tunnels), dropped) is None
+
+
+def test_a_response_cut_mid_stream_right_after_a_stop_is_sent_again():
+    clock = FakeClock()
+    mw, _, stats = middleware(clock=clock)
+    mw.process_response(Request("https://example.com/a"), response(429))  # stops inst-1
+    cut = ResponseFailed([Failure(ConnectionLost())])  # the master aborts what it streamed
+    assert isinstance(mw.process_exception(Request("https://example.com/b"), cut), Request)
+    assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
+    clock.now += 60
+    assert mw.process_exception(Request("https://example.com/c"), cut) is None
