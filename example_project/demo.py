@@ -1,12 +1,18 @@
-"""The whole product in one command: a server, a pool, a site, and a Scrapy crawl through them.
+"""The whole product in one command: a server, a pool, a site, and Scrapy crawls through them.
 
     python example_project/demo.py            # keeps the server running afterwards (Ctrl-C)
-    python example_project/demo.py --exit     # stops everything after the crawl
+    python example_project/demo.py --exit     # stops everything after the crawls
+    python example_project/demo.py --master-port 0 --commander-port 0   # any free ports
 
 It starts ``scrapoxy-server start`` on its embedded default (3 local instances, master on
-127.0.0.1:8888, commander on 127.0.0.1:8889), serves a small multi-page site on loopback that
-records who connects, runs the example spider through the master, and prints which instance
-served each page and which client addresses the site saw.
+127.0.0.1:8888, commander on 127.0.0.1:8889), serves a small site on loopback that records who
+connects, and runs two crawls of the example project through the master:
+
+1. ``site``: a multi-page site; prints which instance served each page and which client
+   addresses the site saw (rotation).
+2. ``account``: a shop that bans a client address after a few requests (429), crawled by three
+   accounts, each with its own session, with the commander's API on: bans stop the banned
+   instance, the manager replaces it, the page is retried elsewhere, and every page arrives.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,17 +34,28 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 PAGES = 8
+SHOP_PAGES = 4
+BAN_AFTER = 4  # shop requests one client address may make before it gets 429
+DEFAULT_MASTER_PORT, DEFAULT_COMMANDER_PORT = 8888, 8889
 
 
 class _Site(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     clients: set[str] = set()
+    shop_requests: dict[str, int] = {}
+    banned: set[str] = set()
+    lock = threading.Lock()
 
     def log_message(self, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        _Site.clients.add(self.client_address[0])
+        client = self.client_address[0]
+        with _Site.lock:
+            _Site.clients.add(client)
+        if self.path.startswith("/shop/"):
+            self._shop(client)
+            return
         match = re.fullmatch(r"/(?:page/(\d+))?", self.path)
         if match is None or (match.group(1) and not 1 <= int(match.group(1)) <= PAGES):
             self.send_error(404)
@@ -45,60 +63,118 @@ class _Site(BaseHTTPRequestHandler):
         number = int(match.group(1) or 0)
         links = "".join(f'<li><a href="/page/{i}">page {i}</a></li>' for i in range(1, PAGES + 1))
         title = f"Demo page {number}" if number else "Demo home"
+        self._html(200, title, f"<ul>{links}</ul>")
+
+    def _shop(self, client: str) -> None:
+        """A shop that bans a client address after BAN_AFTER requests, as real sites do."""
+        with _Site.lock:
+            count = _Site.shop_requests[client] = _Site.shop_requests.get(client, 0) + 1
+            if count > BAN_AFTER:
+                _Site.banned.add(client)
+        if count > BAN_AFTER:
+            self._html(429, "Too many requests", "<p>banned</p>")
+            return
+        match = re.fullmatch(r"/shop/(?:p(\d+))?", self.path)
+        if match is None or (match.group(1) and not 1 <= int(match.group(1)) <= SHOP_PAGES):
+            self.send_error(404)
+            return
+        title = f"Product {match.group(1)}" if match.group(1) else "Shop"
+        self._html(200, title, "")
+
+    def _html(self, status: int, title: str, content: str) -> None:
         body = (f"<html><head><title>{title}</title></head><body><h1>{title}</h1>"
-                f"<ul>{links}</ul></body></html>").encode()
-        self.send_response(200)
+                f"{content}</body></html>").encode()
+        self.send_response(status)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
 
+@dataclass(frozen=True)
+class Banner:
+    """Where the server listens, as ``scrapoxy-server start`` printed it."""
+
+    master: str
+    commander: str
+    password: str
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--exit", action="store_true", help="stop the server after the crawl")
+    parser.add_argument("--exit", action="store_true", help="stop the server after the crawls")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for the pool to come alive")
+    parser.add_argument("--master-port", type=int, default=DEFAULT_MASTER_PORT,
+                        help="port of the master (0: any free port)")
+    parser.add_argument("--commander-port", type=int, default=DEFAULT_COMMANDER_PORT,
+                        help="port of the commander (0: any free port)")
     args = parser.parse_args()
 
     site = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
+    site.daemon_threads = True
     threading.Thread(target=site.serve_forever, daemon=True).start()
     site_url = f"http://127.0.0.1:{site.server_address[1]}/"
     print(f"demo site:   {site_url}")
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "scrapoxy_server.cli", "start"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    folder = tempfile.TemporaryDirectory()
+    command = [sys.executable, "-m", "scrapoxy_server.cli", "start"]
+    if (args.master_port, args.commander_port) != (DEFAULT_MASTER_PORT, DEFAULT_COMMANDER_PORT):
+        # Everything else stays the embedded default (local provider, 3 instances).
+        config = Path(folder.name) / "scrapoxy.toml"
+        config.write_text(f"[master]\nport = {args.master_port}\n\n"
+                          f"[commander]\nport = {args.commander_port}\n")
+        command.append(str(config))
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
     try:
-        password = _read_banner(server)
+        banner = _read_banner(server)
         # Keep draining the server's output so it never blocks on a full pipe.
         relay = _Relay(server)
         relay.start()
-        auth = ("admin", password)
+        api = f"{banner.commander}/api"
+        auth = ("admin", banner.password)
         print("waiting for 3 alive instances ", end="", flush=True)
-        _wait_alive(auth, want=3, timeout=args.timeout, server=server)
+        _wait_alive(api, auth, want=3, timeout=args.timeout, server=server)
         print(" ok")
-        with tempfile.TemporaryDirectory() as folder:
-            out = Path(folder) / "items.json"
-            env = {**os.environ, "SCRAPOXY_MASTER": "http://127.0.0.1:8888"}
-            crawl = subprocess.run(
-                [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"url={site_url}",
-                 "-a", "max_pages=20", "-O", str(out), "-s", "LOG_LEVEL=WARNING"],
-                cwd=HERE, env=env, check=False)
-            if crawl.returncode != 0 or not out.exists():
-                print("the crawl failed", file=sys.stderr)
-                return 1
-            items = json.loads(out.read_text())
-        print(f"\nscraped {len(items)} pages through scrapoxy:")
+        env = {**os.environ, "SCRAPOXY_MASTER": banner.master}
+
+        items, _ = _crawl(["site", "-a", f"url={site_url}", "-a", "max_pages=20"], env=env,
+                          out=Path(folder.name) / "pages.json")
+        if items is None:
+            return 1
+        print(f"\n1. scraped {len(items)} pages through scrapoxy:")
         for item in sorted(items, key=lambda i: i["url"]):
             print(f"  {item['status']}  {item['url']:<40} via {item.get('proxyname')}")
         served_by = {item.get("proxyname") for item in items}
         print(f"\n{len(served_by)} instances served the crawl; the site saw "
               f"{len(_Site.clients)} client addresses: {', '.join(sorted(_Site.clients))}")
+
+        before = {instance["name"] for instance in _instances(api, auth)}
+        print(f"\n2. three accounts read a shop that bans an address after {BAN_AFTER} "
+              "requests (ban handling on):")
+        accounts, stats = _crawl(
+            ["account", "-a", f"url={site_url}shop/", "-a", "accounts=3",
+             "-a", f"pages={SHOP_PAGES}", "-s", "SCRAPOXY_BAN_RETRY_TIMES=10"],
+            env={**env, "SCRAPOXY_API": api, "SCRAPOXY_USERNAME": "admin",
+                 "SCRAPOXY_PASSWORD": banner.password},
+            out=Path(folder.name) / "accounts.json")
+        if accounts is None:
+            return 1
+        for item in sorted(accounts, key=lambda i: (i["account"], i["url"])):
+            print(f"  account {item['account']}  {item['status']}  {item['url']:<40} "
+                  f"via {item.get('proxyname') or '?'}")
+        after = {instance["name"] for instance in _instances(api, auth)}
+        print(f"\nbans: {stats.get('scrapoxy/ban/count', 0)}, banned instances stopped: "
+              f"{stats.get('scrapoxy/ban/instance_stopped', 0)}; the shop banned "
+              f"{len(_Site.banned)} addresses; new instances: "
+              f"{', '.join(sorted(after - before)) or 'none yet'}")
+
+        every = items + accounts
         if args.exit:
-            return 0 if items and all(i["status"] == 200 for i in items) else 1
-        print("\nThe server keeps running: GUI at http://127.0.0.1:8889/ "
-              f"(admin / {password}). Ctrl-C stops it. Its log follows.")
+            return 0 if every and all(i["status"] == 200 for i in every) else 1
+        print(f"\nThe server keeps running: GUI at {banner.commander}/ "
+              f"(admin / {banner.password}). Ctrl-C stops it. Its log follows.")
         relay.live = True
         server.wait()
         return 0
@@ -112,29 +188,57 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
         site.shutdown()
+        folder.cleanup()
 
 
-def _read_banner(server: subprocess.Popen) -> str:
-    """Echo the server's banner and pick up the generated commander password."""
+def _crawl(arguments: list[str], *, env: dict[str, str],
+           out: Path) -> tuple[list[dict] | None, dict[str, int]]:
+    """``scrapy crawl ARGUMENTS`` in the example project: its items (None if it failed) and
+    the ``scrapoxy/...`` counters of the stats it logged at the end."""
+    crawl = subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", *arguments, "-O", str(out),
+         "-s", "LOG_LEVEL=INFO"],
+        cwd=HERE, env=env, check=False, capture_output=True, text=True)
+    if crawl.returncode != 0 or not out.exists():
+        print(crawl.stderr[-3000:], file=sys.stderr)
+        print("the crawl failed", file=sys.stderr)
+        return None, {}
+    stats = {key: int(value)
+             for key, value in re.findall(r"'(scrapoxy/[^']+)': (\d+)", crawl.stderr)}
+    return json.loads(out.read_text()), stats
+
+
+def _read_banner(server: subprocess.Popen) -> Banner:
+    """Echo the server's banner; pick up its addresses and the generated commander password."""
     assert server.stdout is not None
+    found: dict[str, str] = {}
     for line in server.stdout:
         print(line, end="")
-        match = re.search(r"commander login: \S+ / (\S+)", line)
-        if match:
-            return match.group(1)
+        for key, pattern in (("master", r"^\s*master:\s+(\S+)"),
+                             ("commander", r"^\s*commander:\s+(\S+)"),
+                             ("password", r"commander login: \S+ / (\S+)")):
+            match = re.search(pattern, line)
+            if match:
+                found[key] = match.group(1)
+        if len(found) == 3:
+            return Banner(**found)
     raise SystemExit(f"scrapoxy-server exited early (code {server.wait()})")
 
 
-def _wait_alive(auth: tuple[str, str], *, want: int, timeout: float,
+def _instances(api: str, auth: tuple[str, str]) -> list[dict]:
+    session = requests.Session()
+    session.trust_env = False  # a loopback API call must not go through an http_proxy
+    return session.get(f"{api}/instances", auth=auth, timeout=5).json()
+
+
+def _wait_alive(api: str, auth: tuple[str, str], *, want: int, timeout: float,
                 server: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"scrapoxy-server exited (code {server.returncode})")
         try:
-            instances = requests.get("http://127.0.0.1:8889/api/instances", auth=auth,
-                                     timeout=5).json()
-            if sum(1 for i in instances if i["alive"]) >= want:
+            if sum(1 for i in _instances(api, auth) if i["alive"]) >= want:
                 return
         except (requests.RequestException, ValueError):
             pass

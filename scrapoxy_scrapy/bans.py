@@ -8,32 +8,52 @@ session pin) and before RetryMiddleware (550), whose ``RETRY_TIMES`` a ban does 
 On a ban (decided by the policy, see :mod:`scrapoxy_scrapy.policy`):
 
 - ``scrapoxy/ban/count`` and ``scrapoxy/ban/reason_count/<reason>`` count it;
-- the instance named by the response's ``x-cache-proxyname`` is stopped through the commander
-  (asynchronously, once per name; the manager replaces it with a fresh IP), and every session
-  pinned to it is unpinned;
+- the banned instance is stopped through the commander (asynchronously, once per instance;
+  the manager replaces it with a fresh IP). It is named by the response's
+  ``x-cache-proxyname``, or, for https in CONNECT mode where no such header comes back, by the
+  session token its tunnel carried (``meta["scrapoxy_session_token"]``; the commander stops
+  "the instance of session TOKEN"). Every session pinned to it is unpinned, and in CONNECT mode
+  the session (or lane) gets a new token, so its next requests open a new tunnel;
 - the request is retried up to ``SCRAPOXY_BAN_RETRY_TIMES`` (per request:
-  ``meta["scrapoxy_ban_retry_times"]``); after that the banned response goes on to the spider;
+  ``meta["scrapoxy_ban_retry_times"]``); after that the banned response goes on to the spider.
+  The retry waits (without blocking) until the commander answered the stop, so that the master
+  no longer routes to the banned instance when it goes out;
 - when the commander says no instance is left alive, the pool gate closes: requests wait (with
   backoff polling) for the new instances instead of failing.
+
+Stopping an instance cuts the requests still in flight through it: the master answers them
+502 ``upstream``, or cuts a response it was already streaming; in CONNECT mode the tunnel
+drops, or the master refuses a CONNECT it was opening through it with 502 (Scrapy raises
+``TunnelError``). Those are not the target's doing, so they are retried like a ban
+(``scrapoxy/ban/cut_retry_count``, same limit) instead of using up RetryMiddleware's
+``RETRY_TIMES``: with a few concurrent requests per instance, a burst of bans would otherwise
+lose pages. A 502 naming an instance this crawl stopped, or a failed tunnel whose token it
+stopped, is cut for sure; a dropped connection or refused CONNECT names no instance, so it
+counts as cut when it comes within :data:`CUT_WINDOW_S` of a stop this crawl asked for.
 
 ``meta["scrapoxy_dont_ban"] = True`` turns ban handling off for one request.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
+from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
-from twisted.python.failure import Failure
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from scrapoxy_scrapy.commander import CommanderHTTPError
-from scrapoxy_scrapy.policy import Ban, load_ban_policy
+from scrapoxy_scrapy.commander import StoppedInstance
+from scrapoxy_scrapy.policy import MASTER_ERROR_HEADER, Ban, load_ban_policy
 from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.sessions import SessionPins
 from scrapoxy_scrapy.state import crawl_state
+from scrapoxy_scrapy.stops import InstanceStopper
+from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens, caused_by, refused_tunnel_status
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -45,6 +65,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_PRIORITY = 740
 PROXYNAME_HEADER = b"x-cache-proxyname"
 BAN_TIMES = "scrapoxy_ban_times"
+UPSTREAM = b"upstream"
+# A connection that drops (or a CONNECT refused with 502) this soon after a stop was asked is
+# taken as cut by that stop: the failure names no instance.
+CUT_WINDOW_S = 5.0
+_DROPS = (ResponseNeverReceived, ResponseFailed, ConnectionLost, ConnectionDone)
+# meta of a ban retry: the stop it waits for (see InstanceStopper.wait)
+_AFTER_STOP = "_scrapoxy_after_stop"
 
 
 def get_ban_retry_request(request: Request, *, max_times: int) -> Request | None:
@@ -62,16 +89,18 @@ def get_ban_retry_request(request: Request, *, max_times: int) -> Request | None
 class BanMiddleware:
     def __init__(self, *, policy: Any, retry_times: int,
                  stop_instance: Callable[[str], defer.Deferred[int]] | None,
-                 sessions: SessionPins | None = None, gate: PoolGate | None = None,
-                 stats: Any = None) -> None:
+                 stop_session: Callable[[str], defer.Deferred[StoppedInstance]] | None = None,
+                 sessions: SessionPins | None = None, tunnels: TunnelTokens | None = None,
+                 gate: PoolGate | None = None, stats: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self.retry_times = retry_times
-        self.stop_instance = stop_instance
         self.sessions = sessions
+        self.tunnels = tunnels
         self.gate = gate
         self.stats = stats
-        # Names already reported: each banned instance is stopped once, not once per response.
-        self.stopping: set[str] = set()
+        self.stopper = InstanceStopper(stop_instance=stop_instance, stop_session=stop_session,
+                                       sessions=sessions, gate=gate, stats=stats, clock=clock)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -79,22 +108,35 @@ class BanMiddleware:
         settings = state.settings
         if not (settings.enabled and settings.master and settings.ban_enabled):
             raise NotConfigured("Scrapoxy ban handling is off")
-        stop = None
+        stop = stop_session = None
         if state.commander is not None and settings.ban_stop_instance:
             stop = state.commander.stop_instance
+            stop_session = state.commander.stop_session
         return cls(policy=load_ban_policy(settings.ban_policy, crawler),
                    retry_times=settings.ban_retry_times, stop_instance=stop,
-                   sessions=state.sessions, gate=state.gate, stats=crawler.stats)
+                   stop_session=stop_session, sessions=state.sessions, tunnels=state.tunnels,
+                   gate=state.gate, stats=crawler.stats)
+
+    async def process_request(self, request: Request, spider: Any = None) -> None:
+        stop = request.meta.pop(_AFTER_STOP, None)
+        waiting = self.stopper.wait(stop) if stop is not None else None
+        if waiting is not None:
+            self._inc("scrapoxy/ban/retry_held")
+            await maybe_deferred_to_future(waiting)
+        return None
 
     def process_response(self, request: Request, response: Response,
                          spider: Any = None) -> Response | Request:
         if request.meta.get("dont_scrapoxy") or request.meta.get("scrapoxy_dont_ban"):
             return response
-        ban = self.policy.response_ban(request, response)
-        if ban is None:
-            return response
         proxyname_bytes = response.headers.get(PROXYNAME_HEADER)
         proxyname = proxyname_bytes.decode("latin-1") if proxyname_bytes else None
+        ban = self.policy.response_ban(request, response)
+        if ban is None:
+            if proxyname in self.stopper.stopping and \
+                    response.headers.get(MASTER_ERROR_HEADER, b"").strip() == UPSTREAM:
+                return self._cut(request) or response
+            return response
         return self._banned(request, ban, proxyname) or response
 
     def process_exception(self, request: Request, exception: Exception,
@@ -103,18 +145,41 @@ class BanMiddleware:
             return None
         ban = self.policy.exception_ban(request, exception)
         if ban is None:
+            token = request.meta.get(TOKEN_KEY)
+            if token in self.stopper.stopping_sessions:
+                return self._cut(request)  # its tunnel went through an instance we stopped
+            if self.stopper.stopped_within(CUT_WINDOW_S) and (
+                    caused_by(exception, _DROPS) is not None
+                    or refused_tunnel_status(exception) == 502):
+                # Another token's tunnel through the same instance, or (any mode) a response
+                # the master was streaming from it: cut, with no instance named.
+                return self._cut(request)
             return None
         return self._banned(request, ban, None)
+
+    def _cut(self, request: Request) -> Request | None:
+        """A request cut by the stop of a banned instance: send it again elsewhere."""
+        retry = get_ban_retry_request(request, max_times=self.retry_times)
+        if retry is not None:
+            self._inc("scrapoxy/ban/cut_retry_count")
+        return retry
 
     def _banned(self, request: Request, ban: Ban, proxyname: str | None) -> Request | None:
         self._inc("scrapoxy/ban/count")
         self._inc(f"scrapoxy/ban/reason_count/{ban.reason}")
+        token = request.meta.get(TOKEN_KEY)
         logger.info("scrapoxy: ban (%s) on %s via %s", ban.reason, request.url,
-                    proxyname or "an unknown instance")
+                    proxyname or (f"the instance of session {token}" if token
+                                  else "an unknown instance"))
+        stop_key = None
         if proxyname is not None:
             if self.sessions is not None:
                 self.sessions.forget_instance(proxyname)
-            self._stop(proxyname)
+            stop_key = self.stopper.stop(proxyname)
+        elif token is not None:
+            if self.tunnels is not None:
+                self.tunnels.renew(token)
+            stop_key = self.stopper.stop_session(token)
         retry = get_ban_retry_request(request, max_times=self.retry_times)
         if retry is None:
             self._inc("scrapoxy/ban/max_reached")
@@ -122,30 +187,9 @@ class BanMiddleware:
                            request.meta.get(BAN_TIMES, 0) + 1)
             return None
         self._inc("scrapoxy/ban/retry_count")
+        if stop_key is not None and self.stopper.in_flight(stop_key):
+            retry.meta[_AFTER_STOP] = stop_key
         return retry
-
-    def _stop(self, proxyname: str) -> None:
-        if self.stop_instance is None or proxyname in self.stopping:
-            return
-        self.stopping.add(proxyname)
-        self._inc("scrapoxy/ban/stop_requested")
-
-        def stopped(alive: int) -> None:
-            self._inc("scrapoxy/ban/instance_stopped")
-            logger.info("scrapoxy: stopped banned instance %s (%d alive left)", proxyname, alive)
-            if alive == 0 and self.gate is not None:
-                self.gate.close("all_banned")
-
-        def failed(failure: Failure) -> None:
-            error = failure.value
-            if isinstance(error, CommanderHTTPError) and error.status == 404:
-                return  # already gone (replaced by the manager): nothing to stop
-            # Let a later ban of the same instance try again.
-            self.stopping.discard(proxyname)
-            self._inc("scrapoxy/ban/stop_failed")
-            logger.warning("scrapoxy: could not stop banned instance %s: %s", proxyname, error)
-
-        self.stop_instance(proxyname).addCallbacks(stopped, failed)
 
     def _inc(self, key: str) -> None:
         if self.stats is not None:

@@ -27,8 +27,8 @@ import requests
 
 __all__ = [
     "Address", "CommanderClient", "CommanderError", "CommanderHTTPError", "CommanderUnavailable",
-    "Event", "Instance", "Scaling", "api_base_url", "authorization", "parse_error",
-    "parse_instances", "parse_scaling", "parse_sse",
+    "Event", "Instance", "Scaling", "StoppedInstance", "api_base_url", "authorization",
+    "parse_error", "parse_instances", "parse_scaling", "parse_sse", "parse_stopped",
 ]
 
 
@@ -60,6 +60,14 @@ class Scaling:
     min: int
     required: int
     max: int
+
+
+@dataclass(frozen=True)
+class StoppedInstance:
+    """The answer to a stop by session token: which instance that was, and the alive count."""
+
+    name: str
+    alive: int
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,13 @@ def parse_scaling(payload: Any) -> Scaling:
                        max=int(payload["max"]))
     except (TypeError, KeyError, ValueError):
         raise CommanderUnavailable(f"not a scaling: {payload!r:.200}") from None
+
+
+def parse_stopped(payload: Any) -> StoppedInstance:
+    try:
+        return StoppedInstance(name=str(payload["name"]), alive=int(payload["alive"]))
+    except (TypeError, KeyError, ValueError):
+        raise CommanderUnavailable(f"not a stop answer: {payload!r:.200}") from None
 
 
 def parse_error(status: int, body: bytes) -> CommanderHTTPError:
@@ -256,6 +271,11 @@ class CommanderClient:
         """Stop (and so replace) instance ``name``; returns the alive count after."""
         return int(self._json("POST", "/instances/stop", json={"name": name})["alive"])
 
+    def stop_session(self, token: str) -> StoppedInstance:
+        """Stop the instance that CONNECT session ``token`` (``USER;session=TOKEN``) tunnels
+        through; ``CommanderHTTPError`` 404 when the master knows no such session."""
+        return parse_stopped(self._json("POST", "/instances/stop", json={"session": token}))
+
     # scaling
     def scaling(self) -> Scaling:
         return parse_scaling(self._json("GET", "/scaling"))
@@ -300,11 +320,39 @@ class CommanderClient:
             raise parse_error(response.status_code, response.content)
         return response.text
 
-    def events(self, *, read_timeout: float | None = None) -> Iterator[Event]:
-        """Follow ``GET /api/events`` (Server-Sent Events) until the caller stops iterating."""
-        response = self._request("GET", "/events", stream=True,
-                                 timeout=(self.timeout, read_timeout))
-        with response:
-            lines = (line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-                     for line in response.iter_lines())
-            yield from parse_sse(lines)
+    def events(self, *, last_event_id: str | None = None, read_timeout: float | None = None,
+               reconnects: int = 3) -> Iterator[Event]:
+        """Follow ``GET /api/events`` (Server-Sent Events) until the caller stops iterating.
+
+        ``last_event_id`` resumes after that event: the commander replays what came since, or,
+        when it no longer holds that event, sends the current state of every kind. When the
+        stream drops (commander restarted, a proxy closed it, ``read_timeout`` passed without
+        even a heartbeat), it reconnects at once with the id of the last event seen, so no
+        event is lost or repeated. After ``reconnects`` drops in a row without an event in
+        between it raises ``CommanderUnavailable``, as it does when the commander refuses the
+        connection; resume later with ``last_event_id`` set to the last ``Event.id`` you got.
+        """
+        drops = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id
+            response = self._request("GET", "/events", stream=True, headers=headers,
+                                     timeout=(self.timeout, read_timeout))
+            dropped: Exception | None = None
+            try:
+                with response:
+                    lines = (line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+                             for line in response.iter_lines())
+                    for event in parse_sse(lines):
+                        drops = 0
+                        if event.id is not None:
+                            last_event_id = event.id
+                        yield event
+            except requests.RequestException as error:  # reset, chunk cut, read timeout
+                dropped = error
+            drops += 1
+            if drops > reconnects:
+                raise CommanderUnavailable(
+                    f"GET /events: the stream ended {drops} times in a row without an event "
+                    f"(last: {dropped or 'closed by the commander'})") from dropped

@@ -18,9 +18,12 @@ after the rewrite and keeps the ``Proxy-Authorization`` this middleware sets for
 Middlewares above 745 (DownloaderStats 850, HttpCache 900) see the rewritten ``http://`` request.
 
 CONNECT mode (``SCRAPOXY_HTTPS_MODE = "connect"``): https requests are left to Scrapy's normal
-CONNECT tunnel through the master (TLS end to end, the master sees no header). A session then
-rides in the proxy username as ``USER;session=TOKEN``, which pins the tunnel to one instance;
-``x-cache-proxyname`` is neither sent nor seen for https in this mode.
+CONNECT tunnel through the master (TLS end to end, the master sees no header). Every https
+request then carries a session token in the proxy username, ``USER;session=TOKEN``, which pins
+its tunnel to one instance: its session's token, or a lane's (see
+:mod:`scrapoxy_scrapy.tunnels`); the token is in ``meta["scrapoxy_session_token"]``, which is
+how BanMiddleware names the instance to stop. ``x-cache-proxyname`` is neither sent nor seen for
+https in this mode.
 
 Per-request ``request.meta`` keys:
 
@@ -42,9 +45,10 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
 from scrapy.utils import httpobj
 
-from scrapoxy_scrapy.sessions import SESSION_KEY, SessionPins, session_token
+from scrapoxy_scrapy.sessions import SESSION_KEY, SessionPins
 from scrapoxy_scrapy.settings import HTTPS_MODES
 from scrapoxy_scrapy.state import crawl_state
+from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -149,13 +153,16 @@ class ProxyMiddleware:
     """Send requests through the Scrapoxy master (see the module docstring for the details)."""
 
     def __init__(self, master: str, *, auth_encoding: str = "latin-1",
-                 https_mode: str = "location", sessions: SessionPins | None = None) -> None:
+                 https_mode: str = "location", sessions: SessionPins | None = None,
+                 tunnels: TunnelTokens | None = None) -> None:
         if https_mode not in HTTPS_MODES:
             raise ValueError(f"https_mode must be one of {HTTPS_MODES}, got {https_mode!r}")
         self.master: Master = parse_master(master, auth_encoding=auth_encoding)
         self.https_mode = https_mode
-        # Shared with BanMiddleware, which unpins sessions from a banned instance.
+        # Shared with BanMiddleware, which unpins sessions from a banned instance (or, in
+        # CONNECT mode, renews the banned tunnel's token).
         self.sessions = SessionPins() if sessions is None else sessions
+        self.tunnels = TunnelTokens(lanes=0, lane_ttl_s=0) if tunnels is None else tunnels
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -167,7 +174,8 @@ class ProxyMiddleware:
         auth_encoding = crawler.settings.get("HTTPPROXY_AUTH_ENCODING")
         return cls(state.settings.master,
                    auth_encoding="latin-1" if auth_encoding is None else auth_encoding,
-                   https_mode=state.settings.https_mode, sessions=state.sessions)
+                   https_mode=state.settings.https_mode, sessions=state.sessions,
+                   tunnels=state.tunnels)
 
     def process_request(self, request: Request, spider: Any = None) -> None:
         # ``spider`` is optional: Scrapy 2.19 no longer passes it, older versions (>= 2.11) do.
@@ -180,18 +188,24 @@ class ProxyMiddleware:
         if scheme not in ("http", "https"):
             return None
 
+        # A copy (retry, redirect) of a CONNECT-mode request still carries its old token.
+        stale_token = request.meta.pop(TOKEN_KEY, None)
         request.meta["proxy"] = self.master.url
         if self.master.authorization is not None:
             request.headers[b"Proxy-Authorization"] = self.master.authorization
+        elif stale_token is not None:
+            request.headers.pop(b"Proxy-Authorization", None)
 
-        session = request.meta.get(SESSION_KEY)
         if scheme == "https" and self.https_mode == "connect":
             # A header would go through the tunnel to the target: the session rides in the
-            # CONNECT's proxy username instead (Scrapy sends Proxy-Authorization on CONNECT).
-            if session is not None:
-                request.headers[b"Proxy-Authorization"] = \
-                    self.master.session_authorization(session_token(session))
+            # CONNECT's proxy username instead (Scrapy sends Proxy-Authorization on CONNECT,
+            # and pools tunnels per Proxy-Authorization, so one token = its own tunnels).
+            token = self.tunnels.assign(request.meta)
+            if token is not None:
+                request.headers[b"Proxy-Authorization"] = self.master.session_authorization(token)
             return None
+
+        session = request.meta.get(SESSION_KEY)
 
         if session is not None:
             proxyname = self.sessions.get(session)

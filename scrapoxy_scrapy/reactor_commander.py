@@ -8,6 +8,10 @@ borrow the reactor's thread pool either, which Scrapy uses for DNS.
 
 Every call is bounded by ``timeout`` seconds (it is cancelled after), and every failure becomes
 a :class:`~scrapoxy_scrapy.commander.CommanderError`, so callers handle one error type.
+
+It has every call of the blocking client except ``events()``: no middleware follows the event
+stream, and a stream that lives as long as the crawl is better read by a script with the
+blocking client (which resumes with ``Last-Event-ID``).
 """
 from __future__ import annotations
 
@@ -23,12 +27,14 @@ from scrapoxy_scrapy.commander import (
     CommanderUnavailable,
     Instance,
     Scaling,
+    StoppedInstance,
     api_base_url,
     authorization,
     parse_error,
     parse_instances,
     parse_json,
     parse_scaling,
+    parse_stopped,
     scaling_changes,
 )
 
@@ -62,7 +68,8 @@ class ReactorCommanderClient:
             return defer.succeed(None)
         return self._pool.closeCachedConnections()
 
-    async def _call(self, method: str, path: str, json: Any = None) -> tuple[int, bytes]:
+    async def _call(self, method: str, path: str, json: Any = None, *,
+                    url: str | None = None) -> tuple[int, bytes]:
         headers = {"Accept": ["application/json"]}
         if self._authorization is not None:
             headers["Authorization"] = [self._authorization]
@@ -70,7 +77,7 @@ class ReactorCommanderClient:
         if json is not None:
             kwargs["json"] = json
         try:
-            response = await self._http().request(method, self.base_url + path, **kwargs)
+            response = await self._http().request(method, url or self.base_url + path, **kwargs)
             body = await treq.content(response)
         except CommanderError:
             raise
@@ -100,6 +107,13 @@ class ReactorCommanderClient:
         async def run() -> int:
             payload = await self._json("POST", "/instances/stop", {"name": name})
             return int(payload["alive"])
+        return defer.ensureDeferred(run())
+
+    def stop_session(self, token: str) -> defer.Deferred[StoppedInstance]:
+        """Stop the instance CONNECT session ``token`` tunnels through; fires with which it was
+        and the alive count after."""
+        async def run() -> StoppedInstance:
+            return parse_stopped(await self._json("POST", "/instances/stop", {"session": token}))
         return defer.ensureDeferred(run())
 
     def scaling(self) -> defer.Deferred[Scaling]:
@@ -135,5 +149,20 @@ class ReactorCommanderClient:
     def config(self) -> defer.Deferred[dict[str, Any]]:
         return defer.ensureDeferred(self._json("GET", "/config"))
 
+    def update_config(self, changes: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+        """PATCH the config; fires with the new (redacted) config, ``{}`` if nothing changed."""
+        async def run() -> dict[str, Any]:
+            status, body = await self._call("PATCH", "/config", changes)
+            return {} if status == 204 else parse_json(body)
+        return defer.ensureDeferred(run())
+
     def stats(self) -> defer.Deferred[dict[str, Any]]:
         return defer.ensureDeferred(self._json("GET", "/stats"))
+
+    def metrics(self) -> defer.Deferred[str]:
+        """Prometheus text from ``/metrics`` (next to ``/api``, not under it)."""
+        async def run() -> str:
+            url = self.base_url.removesuffix("/api") + "/metrics"
+            _, body = await self._call("GET", "/metrics", url=url)
+            return body.decode("utf-8", "replace")
+        return defer.ensureDeferred(run())

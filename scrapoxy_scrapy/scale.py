@@ -7,7 +7,8 @@ ProxyMiddleware (745) routes the request; waiting is a Deferred, never ``time.sl
 rest of the crawl (and Scrapy's engine) keeps running. Its ``process_response`` runs before
 RetryMiddleware (550): a 503 ``x-scrapoxy-error: no_instance`` closes the gate and is retried
 up to ``SCRAPOXY_NO_INSTANCE_RETRY_TIMES`` (per request: ``meta["scrapoxy_no_instance_retry_times"]``)
-without using up ``RETRY_TIMES``; after that it goes on as an ordinary 503.
+without using up ``RETRY_TIMES``; after that it goes on as an ordinary 503. In CONNECT mode the
+same answer to a CONNECT reaches Scrapy as a ``TunnelError`` (status 503), handled the same way.
 
 Commander calls (wake, sleep, alive count) need ``SCRAPOXY_API``; without it only the
 ``no_instance`` retry with backoff is active.
@@ -21,13 +22,13 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
 from scrapy.utils.defer import maybe_deferred_to_future
-from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from scrapoxy_scrapy.policy import MASTER_ERROR_HEADER
 from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.reactor_commander import ReactorCommanderClient
 from scrapoxy_scrapy.state import crawl_state
+from scrapoxy_scrapy.tunnels import refused_tunnel_status
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -134,6 +135,15 @@ class ScaleMiddleware:
             return response
         if error.strip().lower() != NO_INSTANCE:
             return response
+        return self._no_instance(request) or response
+
+    def process_exception(self, request: Request, exception: Exception,
+                          spider: Any = None) -> Request | None:
+        if request.meta.get("dont_scrapoxy") or refused_tunnel_status(exception) != 503:
+            return None
+        return self._no_instance(request)
+
+    def _no_instance(self, request: Request) -> Request | None:
         self._inc("scrapoxy/no_instance/count")
         self.gate.close("no_instance")
         retry = get_no_instance_retry_request(request, max_times=self.no_instance_retry_times)
@@ -141,7 +151,7 @@ class ScaleMiddleware:
             self._inc("scrapoxy/no_instance/max_reached")
             logger.error("scrapoxy: no instance for %s after %d tries; giving up", request.url,
                          request.meta.get(NO_INSTANCE_TIMES, 0) + 1)
-            return response
+            return None
         self._inc("scrapoxy/no_instance/retry_count")
         return retry
 

@@ -3,12 +3,13 @@
 A session is any hashable value in ``request.meta["scrapoxy_session"]`` (an account, a cart, a
 search). :class:`SessionPins` remembers, per session, the instance that served its last
 response; ProxyMiddleware pins the session's next requests to it (``x-cache-proxyname``, or in
-CONNECT mode a session token in the proxy username, see :func:`session_token`).
+CONNECT mode a session token in the proxy username, see :mod:`scrapoxy_scrapy.tunnels`).
 
 Fallback when the instance is gone: the master serves a pinned request through another alive
 instance and names it in the response, and the session follows that one from then on. When the
 instance is banned, BanMiddleware drops every pin to it (:meth:`SessionPins.forget_instance`)
-so the retried request is not sent back to the banned IP.
+so the retried request is not sent back to the banned IP; in CONNECT mode the session gets a
+new token instead, hence a new tunnel through another instance.
 
 :class:`SessionSpiderMiddleware` carries the session of a response to the requests its callback
 yields, so a spider sets the session once on the first request of a series.
@@ -48,10 +49,12 @@ class SessionPins:
         return len(self._pins)
 
 
-def session_token(session: Hashable) -> str:
-    """A token for ``USER;session=TOKEN``: stable for a key within a crawl, and made only of hex
-    digits, so neither ``:`` nor ``;session=`` inside the key can break the proxy username."""
-    return hashlib.sha256(repr(session).encode("utf-8", "backslashreplace")).hexdigest()[:24]
+def session_token(session: Hashable, *, salt: str = "") -> str:
+    """A token for ``USER;session=TOKEN``: stable for a key (and salt), and made only of hex
+    digits, so neither ``:`` nor ``;session=`` inside the key can break the proxy username.
+    CONNECT mode salts it per crawl (:class:`scrapoxy_scrapy.tunnels.TunnelTokens`)."""
+    material = repr((salt, session)) if salt else repr(session)
+    return hashlib.sha256(material.encode("utf-8", "backslashreplace")).hexdigest()[:24]
 
 
 def with_session(response: Response, result: Any) -> Any:

@@ -28,6 +28,8 @@ class ScrapoxySettings:
     enabled: bool
     master: str | None  # proxy URL; credentials percent-encoded in it
     https_mode: str
+    connect_lanes: int  # CONNECT mode: tokens shared by requests without a session
+    connect_lane_ttl_s: float
     api: str | None  # commander base URL; None turns off scaling, waiting and instance stops
     username: str | None  # commander credentials
     password: str | None
@@ -66,6 +68,8 @@ def read_settings(settings: Any) -> ScrapoxySettings:
         enabled=settings.getbool("SCRAPOXY_ENABLED", True),
         master=_with_fallback(settings, "SCRAPOXY_MASTER"),
         https_mode=https_mode,
+        connect_lanes=settings.getint("SCRAPOXY_CONNECT_LANES", 8),
+        connect_lane_ttl_s=settings.getfloat("SCRAPOXY_CONNECT_LANE_TTL", 60.0),
         api=_with_fallback(settings, "SCRAPOXY_API"),
         username=settings.get("SCRAPOXY_USERNAME") or None,
         password=_with_fallback(settings, "SCRAPOXY_PASSWORD"),
@@ -82,7 +86,9 @@ def read_settings(settings: Any) -> ScrapoxySettings:
         ban_retry_times=settings.getint("SCRAPOXY_BAN_RETRY_TIMES", 5),
         ban_stop_instance=settings.getbool("SCRAPOXY_BAN_STOP_INSTANCE", True),
     )
-    for name, value in (("SCRAPOXY_API_TIMEOUT", result.api_timeout_s),
+    for name, value in (("SCRAPOXY_CONNECT_LANES", result.connect_lanes),
+                        ("SCRAPOXY_CONNECT_LANE_TTL", result.connect_lane_ttl_s),
+                        ("SCRAPOXY_API_TIMEOUT", result.api_timeout_s),
                         ("SCRAPOXY_BACKOFF_BASE", result.backoff_base_s),
                         ("SCRAPOXY_BACKOFF_MAX", result.backoff_max_s),
                         ("SCRAPOXY_NO_INSTANCE_RETRY_TIMES", result.no_instance_retry_times),

@@ -1,9 +1,10 @@
-"""What the Scrapoxy middlewares of one crawl share: settings, session pins, the pool gate and
-the commander client.
+"""What the Scrapoxy middlewares of one crawl share: settings, session pins, CONNECT-mode
+tokens, the pool gate and the commander client.
 
 Scrapy builds each middleware on its own; :func:`crawl_state` builds the shared part once per
 crawler (from its settings) and hands the same object to all of them, so a ban seen by
-BanMiddleware unpins sessions in ProxyMiddleware and closes the gate ScaleMiddleware waits on.
+BanMiddleware unpins sessions (or renews their CONNECT tokens) in ProxyMiddleware and closes the
+gate ScaleMiddleware waits on.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.reactor_commander import ReactorCommanderClient
 from scrapoxy_scrapy.sessions import SessionPins
 from scrapoxy_scrapy.settings import ScrapoxySettings, read_settings
+from scrapoxy_scrapy.tunnels import TunnelTokens
 
 
 @dataclass
@@ -23,6 +25,7 @@ class CrawlState:
     sessions: SessionPins
     gate: PoolGate
     commander: ReactorCommanderClient | None
+    tunnels: TunnelTokens
     # Instances this crawl asked the commander to stop: asked once each, and never re-pinned.
     stopped_instances: set[str] = field(default_factory=set)
 
@@ -40,7 +43,9 @@ def build_state(settings: ScrapoxySettings, *, clock: Any = None, stats: Any = N
     gate = PoolGate(clock=clock, alive_count=alive_count, backoff_base_s=settings.backoff_base_s,
                     backoff_max_s=settings.backoff_max_s, wait_timeout_s=settings.wait_timeout_s,
                     stats=stats)
-    return CrawlState(settings=settings, sessions=SessionPins(), gate=gate, commander=commander)
+    tunnels = TunnelTokens(lanes=settings.connect_lanes, lane_ttl_s=settings.connect_lane_ttl_s)
+    return CrawlState(settings=settings, sessions=SessionPins(), gate=gate, commander=commander,
+                      tunnels=tunnels)
 
 
 def crawl_state(crawler: Any) -> CrawlState:

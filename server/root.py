@@ -215,7 +215,8 @@ class Server:
         app = create_app(
             control=None, call_in_reactor=reactor_caller(self.reactor),
             username=config.commander.username, password=self.commander_password,
-            config_view=self.config_view, config_update=self.update_config, live=self.live)
+            config_view=self.config_view, config_update=self.update_config, live=self.live,
+            session_instance=self.master_factory.session_instance)
         site = make_site(app, reactor=self.reactor, threadpool=self.threadpool)
         # Both ports first: a port in use must stop the start before any thread or instance
         # exists, or the process would hang on them (or bill for them) after reporting it.

@@ -86,6 +86,7 @@ def create_app(
     stats_view: Callable[..., dict] | None = None,
     config_update: Callable[[dict], dict] | None = None,
     live: LiveFeed | None = None,
+    session_instance: Callable[[str], str | None] | None = None,
 ) -> Flask:
     """Build the commander app.
 
@@ -96,7 +97,9 @@ def create_app(
     (until then the API answers 503). ``config_update(patch)`` runs on the reactor, raises
     ``ConfigError`` naming the key path, returns the new redacted config. ``stats_view``
     defaults to the live feed's samples (``since`` as an optional argument). ``live``
-    (the event ring and the stats sampler) enables ``/api/events``.
+    (the event ring and the stats sampler) enables ``/api/events``. ``session_instance(token)``
+    (the master's CONNECT session map, read on the reactor) lets ``POST /api/instances/stop``
+    take ``{"session": TOKEN}``.
     """
     if not password:
         raise ValueError("the commander needs a non-empty password")
@@ -104,7 +107,8 @@ def create_app(
         stats_view = live.stats_view
     commander = Commander(control=control, call_in_reactor=call_in_reactor,
                           config_view=config_view, stats_view=stats_view,
-                          config_update=config_update, live=live)
+                          config_update=config_update, live=live,
+                          session_instance=session_instance)
     authorize = partial(is_authorized, username=username, password=password)
     stats = live.stats if live is not None else None
     registry = metrics_registry(lambda: commander.call(gather, stats, commander.control))

@@ -47,6 +47,8 @@ class Commander:
     stats_view: Callable[..., dict] | None = None
     config_update: Callable[[dict], dict] | None = None
     live: LiveFeed | None = None
+    # CONNECT session token -> name of the instance its tunnels go through (the master's map).
+    session_instance: Callable[[str], str | None] | None = None
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the reactor thread: views live in the WSGI thread pool.

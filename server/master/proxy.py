@@ -91,6 +91,12 @@ class MasterFactory(Factory):
         self.auth = auth
         self.upstreams.connect_timeout = settings.connect_timeout
 
+    def session_instance(self, token: str) -> str | None:
+        """The instance session ``token`` last went through, if any. The commander stops it
+        on a ban reported by token: a CONNECT client never sees the CONNECT's reply headers,
+        so it cannot name the instance itself."""
+        return self.sessions.get(token)
+
     def host_allowed(self, host: str) -> bool:
         """Allow/deny rules, matched against the canonical spelling of ``host``."""
         if not (self._deny or self._allow):

@@ -13,6 +13,8 @@ from scrapy import Request, Spider
 from scrapy.core.downloader.middleware import DownloaderMiddlewareManager
 from scrapy.http import Response
 from scrapy.utils.test import get_crawler
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from scrapoxy_scrapy import DEFAULT_PRIORITY
 
@@ -43,19 +45,44 @@ class Chain:
             **(settings or {}),
         })
         crawler.spider = crawler._create_spider("test")
+        self.spider = crawler.spider
         self.manager = DownloaderMiddlewareManager.from_crawler(crawler)
+        for middleware in self.manager.middlewares:
+            # Before 2.14 OffsiteMiddleware learns the allowed hosts only on spider_opened,
+            # which no engine sends here.
+            if type(middleware).__name__ == "OffsiteMiddleware" and \
+                    not hasattr(middleware, "host_regex"):
+                middleware.spider_opened(self.spider)
         self.downloaded: list[Downloaded] = []
 
     def fetch(self, request: Request,
               answer: Callable[[Request], Response] | Exception) -> Response | Request:
         """Send ``request`` through the chain; ``answer`` plays the downloader."""
 
-        async def download(req: Request) -> Response:
+        def download_now(req: Request) -> Response:
             self.downloaded.append(Downloaded(req))
             if isinstance(answer, Exception):
                 raise answer
             return answer(req)
 
+        async def download(req: Request) -> Response:
+            return download_now(req)
+
+        if not hasattr(self.manager, "download_async"):
+            return self._fetch_with_deferreds(request, download_now)
         # An asyncio loop (not the Twisted reactor) is enough: the chain only awaits
         # asyncio.sleep(0) on the exception path, and each test gets a fresh loop.
         return asyncio.run(self.manager.download_async(download, request))
+
+    def _fetch_with_deferreds(self, request: Request,
+                              download_now: Callable[[Request], Response]) -> Response | Request:
+        """Scrapy before 2.14 (no ``download_async``): the Deferred chain, which fires at once
+        here because nothing in it waits for the reactor."""
+        results: list[Any] = []
+        self.manager.download(lambda req, spider: defer.maybeDeferred(download_now, req),
+                              request, self.spider).addBoth(results.append)
+        if not results:
+            raise AssertionError("the middleware chain waited for the reactor")
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]

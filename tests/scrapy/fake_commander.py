@@ -60,6 +60,10 @@ class FakeCommander:
                 if self.replace:
                     self.instances[f"inst-{next(self._names)}"] = True
                 return 200, {"alive": sum(self.instances.values())}
+            if (method, path) == ("PATCH", "/api/config"):
+                return 200, {"manager": {**body.get("manager", {})}}
+            if (method, path) == ("GET", "/metrics"):
+                return 200, "scrapoxy_instances_alive %d\n" % sum(self.instances.values())
             if (method, path) == ("GET", "/api/scaling"):
                 return 200, dict(self.scaling)
             if (method, path) == ("PATCH", "/api/scaling"):
@@ -82,7 +86,7 @@ class FakeCommander:
                 if fake.delay_s:
                     time.sleep(fake.delay_s)  # a slow commander (this thread only)
                 status, payload = fake._answer(self.command, self.path, body)
-                data = json.dumps(payload).encode()
+                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -23,6 +23,12 @@ SITE: dict[str, tuple[str, list[str]]] = {
     "/d": ("Page D", ["/"]),
 }
 REDIRECTS = {"/old": "/c?from=old"}
+# Answers that are not HTML pages, reached only from /mixed: a JSON document from the target,
+# and an error the master makes itself (an instance that could not reach the target).
+MIXED = '<html><head><title>Mixed</title></head><body>' \
+    '<a href="/data.json">data</a><a href="/gone">gone</a></body></html>'
+JSON_DATA = b'{"items": [1, 2, 3]}'
+MASTER_ERROR = b'{"error": "upstream", "message": "instance inst-1: TLS handshake failed"}'
 PROXYNAMES = ("inst-1", "inst-2")
 
 
@@ -89,7 +95,16 @@ class FakeMaster:
                     cookie=self.headers.get("Cookie"),
                 ))
                 path = urlsplit(location or self.path).path
-                if path in REDIRECTS:
+                if path == "/mixed":
+                    self._answer(200, MIXED.encode(), proxyname,
+                                 **{"Content-Type": "text/html; charset=utf-8"})
+                elif path == "/data.json":
+                    self._answer(200, JSON_DATA, proxyname, **{"Content-Type": "application/json"})
+                elif path == "/gone":
+                    self._answer(502, MASTER_ERROR, proxyname,
+                                 **{"Content-Type": "application/json",
+                                    "x-scrapoxy-error": "upstream"})
+                elif path in REDIRECTS:
                     self._answer(302, b"", proxyname, Location=REDIRECTS[path])
                 elif path in SITE:
                     title, links = SITE[path]

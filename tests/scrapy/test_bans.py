@@ -5,14 +5,19 @@ import pytest
 from scrapy import Request, Spider
 from scrapy.exceptions import NotConfigured
 from scrapy.http import HtmlResponse, Response
+from scrapy.core.downloader.handlers.http11 import TunnelError
 from scrapy.utils.test import get_crawler
 from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from scrapoxy_scrapy import BanMiddleware, BanPolicy, DOWNLOADER_MIDDLEWARES
-from scrapoxy_scrapy.commander import CommanderHTTPError
+from scrapoxy_scrapy.commander import CommanderHTTPError, StoppedInstance
 from scrapoxy_scrapy.policy import Ban, load_ban_policy
 from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.sessions import SessionPins
+from scrapoxy_scrapy.tunnels import TOKEN_KEY, TunnelTokens
 from tests.scrapy.chain import MASTER, Chain
 
 
@@ -30,6 +35,14 @@ class FakeStats:
 
     def inc_value(self, key: str, count: int = 1) -> None:
         self.values[key] = self.values.get(key, 0) + count
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FakeStopper:
@@ -199,3 +212,133 @@ def test_not_configured_when_ban_handling_is_off():
     crawler = get_crawler(Spider, {"SCRAPOXY_MASTER": MASTER, "SCRAPOXY_BAN_ENABLED": False})
     with pytest.raises(NotConfigured):
         BanMiddleware.from_crawler(crawler)
+
+
+# --- CONNECT mode: no x-cache-proxyname, the session token names the instance ------------------
+
+def connect_middleware(**kwargs):
+    session_stopper = FakeStopper()
+    tunnels = TunnelTokens(lanes=2, lane_ttl_s=60.0, salt="s")
+    mw, stopper, stats = middleware(stop_session=session_stopper, tunnels=tunnels, **kwargs)
+    return mw, stopper, session_stopper, tunnels, stats
+
+
+def tunnelled(meta: dict | None = None, tunnels: TunnelTokens | None = None) -> Request:
+    request = Request("https://example.com/a", meta=dict(meta or {}))
+    if tunnels is not None:
+        tunnels.assign(request.meta)  # what ProxyMiddleware does in CONNECT mode
+    return request
+
+
+def test_connect_mode_ban_stops_the_instance_of_the_session_token():
+    mw, stopper, session_stopper, tunnels, stats = connect_middleware()
+    request = tunnelled({"scrapoxy_session": "acct"}, tunnels)
+    token = request.meta[TOKEN_KEY]
+
+    retry = mw.process_response(request, response(429, proxyname=None))
+
+    assert isinstance(retry, Request)
+    assert session_stopper.calls == [token] and stopper.calls == []
+    session_stopper.pending[0].callback(StoppedInstance(name="inst-7", alive=1))
+    assert stats.values["scrapoxy/ban/instance_stopped"] == 1
+    assert "inst-7" in mw.stopper.stopping  # a later ban by name is not stopped again
+
+
+def test_connect_mode_ban_retry_goes_out_on_a_new_token_hence_a_new_tunnel():
+    mw, _, session_stopper, tunnels, _ = connect_middleware()
+    request = tunnelled({"scrapoxy_session": "acct"}, tunnels)
+    banned = request.meta[TOKEN_KEY]
+    retry = mw.process_response(request, response(429, proxyname=None))
+    # Another response of the old tunnel: reported once, renewed once.
+    mw.process_response(tunnelled({"scrapoxy_session": "acct", TOKEN_KEY: banned}),
+                        response(429, proxyname=None))
+
+    assert session_stopper.calls == [banned]
+    assert tunnels.assign(retry.meta) != banned
+    assert tunnels.assign({"scrapoxy_session": "acct"}) == retry.meta[TOKEN_KEY]
+
+
+def test_connect_mode_stop_of_an_unknown_session_is_not_an_error():
+    mw, _, session_stopper, tunnels, stats = connect_middleware()
+    mw.process_response(tunnelled({}, tunnels), response(429, proxyname=None))
+    session_stopper.pending[0].errback(CommanderHTTPError(status=404, code="not_found"))
+    assert "scrapoxy/ban/stop_failed" not in stats.values
+
+
+def test_ban_retry_waits_until_the_commander_answered_the_stop():
+    mw, stopper, _ = middleware()
+    retry = mw.process_response(Request("https://example.com/a"), response(429))
+    held = defer.ensureDeferred(mw.process_request(retry))
+    assert not held.called  # the master may still route to the banned instance
+    stopper.pending[0].callback(1)
+    assert held.called
+    # A later request is not held.
+    assert defer.ensureDeferred(mw.process_request(Request("https://example.com/b"))).called
+
+
+def test_ban_retry_is_released_when_the_stop_fails_too():
+    mw, stopper, _ = middleware()
+    retry = mw.process_response(Request("https://example.com/a"), response(429))
+    held = defer.ensureDeferred(mw.process_request(retry))
+    stopper.pending[0].errback(CommanderHTTPError(status=500))
+    assert held.called
+
+
+def test_requests_cut_by_the_stop_of_a_banned_instance_are_sent_again():
+    mw, _, stats = middleware()
+    mw.process_response(Request("https://example.com/a"), response(429))  # stops inst-1
+    cut = response(502, b'{"error": "upstream"}', **{"x-scrapoxy-error": "upstream"})
+    retry = mw.process_response(Request("https://example.com/b"), cut)
+    assert isinstance(retry, Request) and retry.url == "https://example.com/b"
+    assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
+    # The same error from an instance nobody stopped is RetryMiddleware's business.
+    other = response(502, proxyname="inst-2", **{"x-scrapoxy-error": "upstream"})
+    assert mw.process_response(Request("https://example.com/c"), other) is other
+
+
+def test_connect_mode_tunnels_dropped_by_the_stop_are_sent_again():
+    mw, _, _, tunnels, stats = connect_middleware()
+    banned = tunnelled({"scrapoxy_session": "acct"}, tunnels)
+    mw.process_response(banned, response(429, proxyname=None))
+    in_flight = tunnelled({"scrapoxy_session": "acct", TOKEN_KEY: banned.meta[TOKEN_KEY]})
+    retry = mw.process_exception(in_flight, ConnectionResetError())
+    assert isinstance(retry, Request)
+    assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
+    assert mw.process_exception(tunnelled({}, tunnels), ConnectionResetError()) is None
+
+
+def refused_connect(status: int, reason: bytes) -> TunnelError:
+    # What Scrapy raises when the master answers the CONNECT itself.
+    return TunnelError(f"Could not open CONNECT tunnel with proxy 127.0.0.1:8888 "
+                       f"[{{'status': {status}, 'reason': {reason!r}}}]")
+
+
+def test_connect_mode_failures_right_after_a_stop_are_sent_again_later_they_are_not():
+    clock = FakeClock()
+    mw, _, _, tunnels, stats = connect_middleware(clock=clock)
+    mw.process_response(tunnelled({}, tunnels), response(429, proxyname=None))
+    # Another lane's CONNECT was being opened through the instance just stopped.
+    assert isinstance(mw.process_exception(tunnelled({}, tunnels),
+                                           refused_connect(502, b"Bad Gateway")), Request)
+    assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
+    # So was a tunnel of another token through it, which drops before its answer.
+    dropped = ResponseNeverReceived([Failure(ConnectionLost())])
+    assert isinstance(mw.process_exception(tunnelled({}, tunnels), dropped), Request)
+    wrapped = RuntimeError("download failed")  # Scrapy 2.14+ wraps it: DownloadFailedError
+    wrapped.__cause__ = dropped
+    assert isinstance(mw.process_exception(tunnelled({}, tunnels), wrapped), Request)
+    clock.now += 60
+    assert mw.process_exception(tunnelled({}, tunnels),
+                                refused_connect(502, b"Bad Gateway")) is None
+    assert mw.process_exception(tunnelled({}, tunnels), dropped) is None
+
+
+def test_a_response_cut_mid_stream_right_after_a_stop_is_sent_again():
+    clock = FakeClock()
+    mw, _, stats = middleware(clock=clock)
+    mw.process_response(Request("https://example.com/a"), response(429))  # stops inst-1
+    cut = ResponseFailed([Failure(ConnectionLost())])  # the master aborts what it streamed
+    assert isinstance(mw.process_exception(Request("https://example.com/b"), cut), Request)
+    assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
+    clock.now += 60
+    assert mw.process_exception(Request("https://example.com/c"), cut) is None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 
 import pytest
 import requests
@@ -17,6 +18,8 @@ from scrapoxy_scrapy.commander import (
     api_base_url,
     parse_sse,
 )
+from scrapoxy_scrapy.reactor_commander import ReactorCommanderClient
+from tests.scrapy.fake_commander import FakeCommander
 
 API = "http://127.0.0.1:8889/api"
 INSTANCE = {"name": "local-1", "provider": "local", "status": "started", "alive": True,
@@ -120,8 +123,28 @@ def test_metrics_are_read_next_to_the_api(client, requests_mock):
 def test_events_parse_server_sent_events(client, requests_mock):
     body = b": keep-alive\n\nevent: scaling\ndata: {\"required\": 3}\nid: 7\n\ndata: plain\n\n"
     requests_mock.get(f"{API}/events", content=body)
-    assert list(client.events()) == [Event("scaling", {"required": 3}, "7"),
-                                     Event("message", "plain", "7")]  # the last id persists (SSE spec)
+    assert list(itertools.islice(client.events(), 2)) == [
+        Event("scaling", {"required": 3}, "7"),
+        Event("message", "plain", "7")]  # the last id persists (SSE spec)
+
+
+def test_events_resume_after_a_drop_from_the_last_event_seen(client, requests_mock):
+    streams = requests_mock.get(f"{API}/events", [
+        {"content": b"id: 11\nevent: scaling\ndata: {}\n\nid: 12\nevent: stats\ndata: {}\n\n"},
+        {"content": b": heartbeat, then the commander restarts\n\n"},
+        {"content": b"id: 13\nevent: instances\ndata: []\n\n"},
+    ])
+    events = client.events(last_event_id="10")
+    assert [next(events).id for _ in range(3)] == ["11", "12", "13"]
+    assert [r.headers.get("Last-Event-ID") for r in streams.request_history] == \
+        ["10", "12", "12"]
+
+
+def test_events_give_up_after_drops_in_a_row_without_an_event(client, requests_mock):
+    streams = requests_mock.get(f"{API}/events", content=b": heartbeat\n\n")
+    with pytest.raises(CommanderUnavailable, match="4 times in a row"):
+        list(client.events(reconnects=3))
+    assert streams.call_count == 4
 
 
 def test_multiline_sse_data_is_joined():
@@ -149,3 +172,16 @@ def test_environment_proxies_are_ignored(monkeypatch, requests_mock):
     monkeypatch.setenv("http_proxy", "http://10.9.9.9:1")
     requests_mock.get(f"{API}/scaling", json={"min": 1, "required": 1, "max": 1})
     assert CommanderClient(API).session.trust_env is False
+
+
+def test_reactor_client_updates_config_and_reads_metrics(reactor_thread):
+    fake = FakeCommander(instances=2).start()
+    try:
+        client = ReactorCommanderClient(fake.url, username="admin", password="pw")
+        assert reactor_thread.call(client.update_config, {"manager": {"check_interval": 2.0}}) \
+            == {"manager": {"check_interval": 2.0}}
+        assert reactor_thread.call(client.metrics) == "scrapoxy_instances_alive 2\n"
+        assert ("PATCH", "/api/config", {"manager": {"check_interval": 2.0}}) in fake.calls
+        reactor_thread.call(client.close)
+    finally:
+        fake.stop()

@@ -27,8 +27,8 @@ def master() -> Iterator[FakeMaster]:
     fake.stop()
 
 
-def crawl(master: FakeMaster, tmp_path: Path, *args: str,
-          credentials: str = "") -> tuple[list[dict], str]:
+def crawl(master: FakeMaster, tmp_path: Path, *args: str, credentials: str = "",
+          path: str = "/") -> tuple[list[dict], str]:
     out = tmp_path / "out.json"
     env = {
         **os.environ,
@@ -38,7 +38,7 @@ def crawl(master: FakeMaster, tmp_path: Path, *args: str,
         "TLDEXTRACT_CACHE": str(tmp_path / "tldextract"),
     }
     env.pop("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", None)
-    url = f"https://127.0.0.1:{master.port}/"
+    url = f"https://127.0.0.1:{master.port}{path}"
     result = subprocess.run(
         [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"url={url}", *args,
          "-O", str(out)],
@@ -84,3 +84,18 @@ def test_sticky_crawl_stays_on_one_instance(master, tmp_path):
     # Requests after the first response name the instance that served the session.
     assert {item["proxyname"] for item in items} == {"inst-1"}
     assert any(seen.proxyname == "inst-1" for seen in master.seen)
+
+
+def test_site_spider_reports_json_pages_and_master_errors_instead_of_crashing(master, tmp_path):
+    items, log = crawl(master, tmp_path, path="/mixed")
+    base = f"https://127.0.0.1:{master.port}"
+
+    by_url = {item["url"]: item for item in items}
+    assert sorted(by_url) == [f"{base}/data.json", f"{base}/gone", f"{base}/mixed"], log[-3000:]
+    assert by_url[f"{base}/data.json"]["status"] == 200
+    assert by_url[f"{base}/data.json"]["title"] is None
+    gone = by_url[f"{base}/gone"]
+    assert (gone["status"], gone["error"]) == (502, "upstream")
+    assert gone["message"] == "instance inst-1: TLS handshake failed"
+    assert "Traceback" not in log
+    assert "scrapoxy master error on " + base + "/gone: 502 upstream" in log

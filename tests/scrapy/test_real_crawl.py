@@ -62,13 +62,15 @@ def crawl(server: ScrapoxyServer, tmp_path: Path, *, spider: dict[str, Any],
     return output
 
 
+@pytest.mark.parametrize("https_mode", ["location", "connect"])
 def test_banning_site_is_crawled_whole_with_bans_counted_and_instances_replaced(
-        server_factory, site, tmp_path):
+        server_factory, site, tmp_path, https_mode):
     server = server_factory(instances=2)
     before = {i["name"] for i in server.api.wait_alive(2, timeout=30)}
 
     result = crawl(server, tmp_path, spider={"start": [site.https_url + "/shop/"], "follow": True},
-                   settings={"SCRAPOXY_BAN_RETRY_TIMES": 10, "CONCURRENT_REQUESTS": 2})
+                   settings={"SCRAPOXY_BAN_RETRY_TIMES": 10, "CONCURRENT_REQUESTS": 2,
+                             "SCRAPOXY_HTTPS_MODE": https_mode})
 
     pages = sorted(item["url"] for item in result["items"] if item["status"] == 200)
     expected = sorted([site.https_url + "/shop/"] +

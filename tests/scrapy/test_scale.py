@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from scrapy import Request
+from scrapy.core.downloader.handlers.http11 import TunnelError
 from scrapy.http import Response
 from twisted.internet import defer, task
 
@@ -111,6 +112,17 @@ def test_no_instance_answer_is_retried_without_using_retry_times():
     result = chain.fetch(Request("https://example.com/a"), no_instance)
     assert isinstance(result, Request)
     assert result.url == "https://example.com/a"
+    assert result.meta["scrapoxy_no_instance_times"] == 1
+    assert "retry_times" not in result.meta
+
+
+def test_connect_mode_no_instance_refusal_is_retried_without_using_retry_times():
+    refused = TunnelError("Could not open CONNECT tunnel with proxy 127.0.0.1:8888 "
+                          "[{'status': 503, 'reason': b'Service Unavailable'}]")
+    chain = Chain({"DOWNLOADER_MIDDLEWARES": DOWNLOADER_MIDDLEWARES, "RETRY_TIMES": 0,
+                   "SCRAPOXY_HTTPS_MODE": "connect"})
+    result = chain.fetch(Request("https://example.com/a"), refused)
+    assert isinstance(result, Request)
     assert result.meta["scrapoxy_no_instance_times"] == 1
     assert "retry_times" not in result.meta
 

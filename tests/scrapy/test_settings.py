@@ -69,25 +69,54 @@ def ok(request: Request) -> Response:
     return Response(request.url, request=request, headers={"x-cache-proxyname": "inst-1"})
 
 
-def test_connect_mode_leaves_https_to_scrapys_tunnel():
+def proxy_username(sent) -> tuple[str, str]:
+    value = sent.header("Proxy-Authorization")
+    assert value is not None and value.startswith("Basic ")
+    username, _, password = base64.b64decode(value[len("Basic "):]).decode().partition(":")
+    return username, password
+
+
+def test_connect_mode_leaves_https_to_scrapys_tunnel_with_a_token_naming_it():
     chain = Chain({"SCRAPOXY_HTTPS_MODE": "connect", "SCRAPOXY_MASTER": "http://u:p@127.0.0.1:8888"})
     chain.fetch(Request("https://example.com/a"), ok)
     [sent] = chain.downloaded
     assert sent.url == "https://example.com/a"
     assert sent.header("Location") is None
     assert sent.meta["proxy"] == MASTER
-    assert sent.header("Proxy-Authorization") == "Basic " + base64.b64encode(b"u:p").decode()
+    token = sent.meta["scrapoxy_session_token"]
+    assert token.isalnum()
+    assert proxy_username(sent) == (f"u;session={token}", "p")
 
 
 def test_connect_mode_session_rides_in_proxy_username_not_in_a_header():
     chain = Chain({"SCRAPOXY_HTTPS_MODE": "connect", "SCRAPOXY_MASTER": "http://u:p@127.0.0.1:8888"})
     for _ in range(2):
         chain.fetch(Request("https://example.com/", meta={"scrapoxy_session": ("acct", 1)}), ok)
-    token = session_token(("acct", 1))
-    for sent in chain.downloaded:
+    chain.fetch(Request("https://example.com/", meta={"scrapoxy_session": ("acct", 2)}), ok)
+    first, second, other = chain.downloaded
+    token = first.meta["scrapoxy_session_token"]
+    for sent in (first, second):
         assert sent.header("x-cache-proxyname") is None
-        assert sent.header("Proxy-Authorization") == \
-            "Basic " + base64.b64encode(f"u;session={token}:p".encode()).decode()
+        assert proxy_username(sent) == (f"u;session={token}", "p")
+    assert other.meta["scrapoxy_session_token"] != token
+
+
+def test_connect_mode_requests_without_session_take_lane_tokens_in_turn():
+    chain = Chain({"SCRAPOXY_HTTPS_MODE": "connect", "SCRAPOXY_CONNECT_LANES": 2})
+    for k in range(4):
+        chain.fetch(Request(f"https://example.com/{k}"), ok)
+    tokens = [proxy_username(sent)[0] for sent in chain.downloaded]
+    assert tokens[0] == tokens[2] != tokens[1] == tokens[3]
+    assert tokens[0].startswith(";session=")
+
+
+def test_connect_mode_without_lanes_sends_plain_credentials_for_sessionless_requests():
+    chain = Chain({"SCRAPOXY_HTTPS_MODE": "connect", "SCRAPOXY_CONNECT_LANES": 0,
+                   "SCRAPOXY_MASTER": "http://u:p@127.0.0.1:8888"})
+    chain.fetch(Request("https://example.com/a"), ok)
+    [sent] = chain.downloaded
+    assert proxy_username(sent) == ("u", "p")
+    assert "scrapoxy_session_token" not in sent.meta
 
 
 def test_connect_mode_still_sends_http_absolute_form_with_stickiness():

@@ -2,10 +2,13 @@
 
     scrapy crawl site -a url=https://example.com/ [-a max_pages=20] [-a sticky=1] -O pages.json
 
-Follows links that stay on the start URL's origin (scheme, host and port) until ``max_pages``
-pages were requested. Each item is ``{url, status, title, proxyname}``; ``proxyname`` is the
-``x-cache-proxyname`` the master answered, so the output shows the rotation (or, with
-``sticky=1``, that one session stays on one instance).
+Follows links of HTML pages that stay on the start URL's origin (scheme, host and port) until
+``max_pages`` pages were requested. Each item is ``{url, status, title, proxyname}``;
+``proxyname`` is the ``x-cache-proxyname`` the master answered, so the output shows the rotation
+(or, with ``sticky=1``, that one session stays on one instance). Every answer makes an item,
+non-HTML ones and errors included: an error the master made itself (``x-scrapoxy-error``, e.g. a
+502 ``upstream`` for a site whose certificate is not trusted) adds ``error`` (the code) and
+``message``; a request that got no answer at all has ``status: None`` and ``error``.
 """
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from typing import Any
 from urllib.parse import urldefrag, urlsplit
 
 import scrapy
-from scrapy.http import Request, Response, TextResponse
+from scrapy.http import Request, Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
+
+from example_project.answers import answer_item, is_html
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -55,7 +60,7 @@ class SiteSpider(scrapy.Spider):
 
     def parse(self, response: Response) -> Iterator[dict[str, Any] | Request]:
         yield self._item(response)
-        if not isinstance(response, TextResponse):
+        if not is_html(response):
             return
         for href in response.css("a::attr(href)").getall():
             url = urldefrag(response.urljoin(href.strip()))[0]
@@ -81,15 +86,8 @@ class SiteSpider(scrapy.Spider):
         meta = {"scrapoxy_session": "site"} if self.sticky else {}
         return Request(url, callback=self.parse, errback=self.failed, meta=meta)
 
-    @staticmethod
-    def _item(response: Response) -> dict[str, Any]:
+    def _item(self, response: Response) -> dict[str, Any]:
         title = None
-        if isinstance(response, TextResponse):
+        if is_html(response):
             title = (response.css("title::text").get() or "").strip()
-        proxyname = response.headers.get("x-cache-proxyname")
-        return {
-            "url": response.url,
-            "status": response.status,
-            "title": title,
-            "proxyname": proxyname.decode("latin-1") if proxyname else None,
-        }
+        return {**answer_item(response, logger=self.logger), "title": title}
