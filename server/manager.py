@@ -61,6 +61,9 @@ PROVIDER_CALL_TIMEOUT = 120.0
 TERMINATE_RETRY_AFTER = 60.0
 # Seconds past ``check_timeout`` after which a health check that never answered is failed.
 CHECK_TIMEOUT_SLACK = 1.0
+# Health probes started per reactor turn, and the seconds between such bursts.
+PROBE_BURST = 25
+PROBE_SPACING = 0.01
 
 SCALING_KEYS = ("min", "required", "max")
 
@@ -507,6 +510,7 @@ class Manager:
 
     def _check_health(self) -> None:
         served = self._pool.take_served()
+        probes = []
         for record in list(self._records.values()):
             if (record.instance.address is None or record.terminating_since is not None
                     or record.instance.status not in (Status.STARTING, Status.STARTED)
@@ -516,8 +520,25 @@ class Manager:
                 # It relayed traffic since the last round without a fault: alive, no probe.
                 record.last_alive_at = self._now()
                 continue
-            endpoint = record.endpoint()
             record.checking = True
+            probes.append(record)
+        # A large pool is probed in small bursts, not all at once: a thousand connections
+        # opened in one reactor turn stall the master's requests for a fifth of a second.
+        for start in range(0, len(probes), PROBE_BURST):
+            burst = probes[start:start + PROBE_BURST]
+            if start == 0:
+                self._probe(burst)
+            else:
+                self._reactor.callLater(PROBE_SPACING * start / PROBE_BURST, self._probe, burst)
+        self._publish()
+        self._maybe_notify_instances()
+
+    def _probe(self, records: list[_Record]) -> None:
+        for record in records:
+            if self._records.get(record.name) is not record or record.instance.address is None:
+                record.checking = False  # gone (or moved) while it waited for its turn
+                continue
+            endpoint = record.endpoint()
             d = defer.maybeDeferred(self._health.check, endpoint)
             # The checker has its own timeout; this one only guards against a checker that
             # never answers, which would leave the instance unchecked for good.
@@ -526,8 +547,6 @@ class Manager:
                            callbackArgs=(record, endpoint), errbackArgs=(record, endpoint))
             d.addBoth(_checked, record)
             d.addErrback(self._log_failure, "health check")
-        self._publish()
-        self._maybe_notify_instances()
 
     def _current(self, record: _Record, endpoint: Endpoint) -> bool:
         # The instance may have gone, or moved, while the check was in flight.

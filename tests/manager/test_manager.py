@@ -427,3 +427,15 @@ def test_serving_does_not_make_a_never_checked_instance_alive(lab):
         lab.run(1)
     assert "i-new" in lab.health.checked
     assert "i-new" not in lab.routable()
+
+
+def test_a_large_pool_is_probed_in_small_bursts_not_all_in_one_turn():
+    lab = Lab(scaling=Scaling(min=100, required=100, max=100))
+    for i in range(100):
+        lab.provider.add(f"i-{i:03}", address=Address("127.0.0.1", 20000 + i))
+    lab.manager.start()  # the first tick lists them, the first health round starts
+    assert len(lab.health.checked) == 25
+    lab.clock.advance(0.011)
+    assert len(lab.health.checked) == 50
+    lab.clock.advance(0.02)
+    assert sorted(lab.health.checked) == sorted(lab.provider.names())
