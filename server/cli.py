@@ -193,6 +193,9 @@ def _start(path: str | None, *, log_level: str) -> int:
         print(f"scrapoxy-server: bad configuration: {exc}", file=sys.stderr)
         return 2
     _setup_logging(log_level)
+    from .reactor import install
+
+    install()
     from twisted.internet import reactor
 
     from .root import ListenError, Server

@@ -11,7 +11,12 @@ import threading
 
 import pytest
 
-from tests.lab.fixtures import *  # noqa: F401,F403 - the lab (origins, stock proxies, servers)
+from scrapoxy_server.reactor import install
+
+# Tests run on the reactor the server processes run on; before anything imports Twisted's.
+install()
+
+from tests.lab.fixtures import *  # noqa: E402,F401,F403 - the lab (origins, stock proxies, servers)
 from tests.support import ReactorThread
 
 
@@ -19,6 +24,7 @@ from tests.support import ReactorThread
 def reactor_thread():
     from twisted.internet import reactor
 
+    assert type(reactor).__name__ == "LeanEPollReactor", "something imported the reactor first"
     started = threading.Event()
     reactor.callWhenRunning(started.set)
     thread = threading.Thread(

@@ -185,6 +185,9 @@ def main() -> int:
     logging.basicConfig(level="INFO", stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s worker {os.getpid()} %(name)s: "
                                "%(message)s")
+    from ..reactor import install
+
+    install()
     from twisted.internet import reactor
     from twisted.logger import STDLibLogObserver, globalLogBeginner
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)

@@ -80,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before anything else: a parent killed from now on takes this process with it.
         request_death_signal()
 
+    from ..reactor import install
+
+    install()
     from twisted.internet import reactor
 
     level = LogLevel.debug if args.verbose else LogLevel.warn
