@@ -17,11 +17,11 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # A field value without its surrounding spaces: visible bytes, with spaces or tabs only
 # between them. Greedy, so that it does not retry the rest of the pattern at every byte.
 _HEADER_VALUE = rb"(?:[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)?"
-# A whole header section, each line ending in LF (CRLF or bare LF): validated in one match,
-# pairs extracted in one findall. Same rules as _HEADER_LINE, line by line.
+# One header line, and the same anchored at line starts (each match is one whole line, LF or
+# CRLF ended): a section is valid when findall finds as many pairs as it has lines.
 _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _HEADER_VALUE + rb")[ \t]*")
-_HEADER_PAIRS = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _HEADER_VALUE + rb")[ \t]*\r?\n")
-_HEADER_SECTION = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*" + _HEADER_VALUE + rb"[ \t]*\r?\n)*")
+_HEADER_PAIRS = re.compile(rb"^(" + _TOKEN + rb"):[ \t]*(" + _HEADER_VALUE + rb")[ \t]*\r?\n",
+                           re.MULTILINE)
 # Any visible byte (and obs-text); no space, control or DEL.
 _REQUEST_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _METHOD = re.compile(_TOKEN)
@@ -104,15 +104,17 @@ def _split_lines(block: bytes) -> list[bytes]:
 def _parse_headers(section: bytes) -> Headers:
     """The header lines after the start line (line ends CRLF or LF, the last one optional).
 
-    On the hot path: one C-level match validates the whole section and one extracts every
-    pair; only a refused section is walked line by line, to name the bad line.
+    On the hot path one C-level pass extracts every pair: matches start only at line starts
+    and span one line each, so a section is valid exactly when every line gave a pair. Only a
+    refused section is walked line by line, to name the bad line.
     """
     if not section:
         return []
     if not section.endswith(b"\n"):
         section += b"\n"
-    if _HEADER_SECTION.fullmatch(section) is not None:
-        return _HEADER_PAIRS.findall(section)
+    pairs = _HEADER_PAIRS.findall(section)
+    if len(pairs) == section.count(b"\n"):
+        return pairs
     for line in _split_lines(section[:-1]):
         if _HEADER_LINE.fullmatch(line) is None:
             if line[:1] in (b" ", b"\t"):

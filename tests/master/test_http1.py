@@ -24,11 +24,19 @@ def test_request_head_keeps_target_bytes_and_header_case():
     b"G(T http://h/ HTTP/1.1",                           # bad method
     b"GET http://h/\x01 HTTP/1.1",                       # control byte in the target
     b"GET http://h/",                                    # no version
+    b"GET http://h/ HTTP/1.1\r\nX-A: 1\nbad line X-B: 2",     # a bad line ending in a valid-looking one
+    b"GET http://h/ HTTP/1.1\r\nX-A: 1\r\r\nX-B: 2",          # CR CR LF
+    b"GET http://h/ HTTP/1.1\r\nX-A: 1\r\n\r\nX-B: 2",       # an empty line inside the head
 ])
 def test_malformed_requests_are_refused_with_400(raw):
     with pytest.raises(HttpError) as info:
         head(raw)
     assert info.value.status == 400
+
+
+def test_header_pairs_keep_order_and_lose_surrounding_spaces_with_either_line_end():
+    parsed = head(b"GET http://h/ HTTP/1.1\r\nA: 1\nB:  two words \t\r\nC:\r\nA: 3")
+    assert parsed.headers == [(b"A", b"1"), (b"B", b"two words"), (b"C", b""), (b"A", b"3")]
 
 
 def test_unknown_http_version_is_505():
