@@ -191,6 +191,7 @@ class Manager:
         base = min(manager_config.check_interval, BACKOFF_CAP)
         self._list_backoff = {n: _Backoff(base=base, cap=BACKOFF_CAP) for n in self._providers}
         self._create_backoff = {n: _Backoff(base=base, cap=BACKOFF_CAP) for n in self._providers}
+        self._terminate_backoff = {n: _Backoff(base=base, cap=BACKOFF_CAP) for n in self._providers}
         # Last successful listing per provider, kept while the provider fails.
         self._observed: dict[str, tuple[ProviderInstance, ...]] = {}
         self._records: dict[str, _Record] = {}
@@ -316,7 +317,7 @@ class Manager:
             else:
                 error = _describe(value)
                 delay = backoff.failed(self._now(), error, retryable=_retryable(value))
-                log.warning("provider %s: listing instances failed (%s); retrying in %.0f s",
+                log.warning("provider %s: listing instances failed (%s); retrying in %.1f s",
                             provider.name, error, delay)
 
     def _update_records(self, now: float) -> None:
@@ -383,7 +384,9 @@ class Manager:
                 record.alive = False
             by_provider.setdefault(record.instance.provider, []).append(name)
         for provider_name, names in by_provider.items():
-            commands.append(self._terminate(provider_name, names))
+            # After a failed terminate, the planner asks again every tick: wait out the backoff.
+            if self._terminate_backoff[provider_name].ready(now):
+                commands.append(self._terminate(provider_name, names))
         for name in decision.retire:
             log.info("instance %s reached its living limit: retiring (draining)", name)
             self._records[name].retiring_since = now
@@ -405,16 +408,26 @@ class Manager:
             log.error("instances %s belong to unknown provider %s", ", ".join(names), provider_name)
             return defer.succeed(None)
 
+        backoff = self._terminate_backoff[provider_name]
+
+        def terminated(_: Any) -> None:
+            if backoff.failures:
+                log.info("provider %s: terminating works again", provider_name)
+            backoff.succeeded()
+
         def failed(failure: Failure) -> None:
-            log.warning("provider %s: terminating %s failed (%s); will retry",
-                        provider_name, ", ".join(names), _describe(failure))
+            error = _describe(failure)
+            delay = backoff.failed(self._now(), error, retryable=_retryable(failure))
+            log.warning("provider %s: terminating %s failed (%s); retrying in %.1f s",
+                        provider_name, ", ".join(names), error, delay)
             for name in names:
                 record = self._records.get(name)
                 if record is not None:
                     record.terminating_since = None
+            self._notify("instances")
 
         d = self._call(provider.terminate_instances, list(names))
-        d.addErrback(failed)
+        d.addCallbacks(terminated, failed)
         return d
 
     def _create(self, count: int, now: float) -> list[defer.Deferred]:
@@ -467,7 +480,7 @@ class Manager:
         def failed(failure: Failure) -> None:
             error = _describe(failure)
             delay = backoff.failed(self._now(), error, retryable=_retryable(failure))
-            log.warning("provider %s: creating %d instance(s) failed (%s); retrying in %.0f s",
+            log.warning("provider %s: creating %d instance(s) failed (%s); retrying in %.1f s",
                         provider_name, count, error, delay)
             self._notify("instances")
 
@@ -678,10 +691,11 @@ class Manager:
         return sum(1 for r in self._records.values() if r.routable)
 
     def provider_errors(self) -> dict[str, str]:
-        """The last error of each provider currently failing (listing or creating)."""
+        """The last error of each provider currently failing (listing, creating or terminating)."""
         out = {}
         for name in self._providers:
-            error = self._list_backoff[name].error or self._create_backoff[name].error
+            error = (self._list_backoff[name].error or self._create_backoff[name].error
+                     or self._terminate_backoff[name].error)
             if error is not None:
                 out[name] = error
         return out
@@ -710,7 +724,7 @@ class Manager:
         """Each provider with its instance counts and, while its calls fail, the error: what
         ``GET /api/providers`` shows, so a capacity or image error is seen outside the log.
 
-        ``error`` is None or ``{action ("list" | "create"), message, since, failures,
+        ``error`` is None or ``{action ("list" | "create" | "terminate"), message, since, failures,
         retry_at}`` (times in the reactor's epoch seconds).
         """
         counts = {name: [0, 0] for name in self._providers}
@@ -723,7 +737,8 @@ class Manager:
         for name in self._providers:
             error = None
             for action, backoff in (("list", self._list_backoff[name]),
-                                    ("create", self._create_backoff[name])):
+                                    ("create", self._create_backoff[name]),
+                                    ("terminate", self._terminate_backoff[name])):
                 if backoff.error is not None:
                     error = {"action": action, "message": backoff.error, "since": backoff.since,
                              "failures": backoff.failures, "retry_at": backoff.until}

@@ -13,7 +13,7 @@ from scrapoxy_server.providers.base import ProviderError
 class FakeProvider:
     """Instances in a dict; creation makes them STARTED with an address unless told otherwise.
 
-    ``fail_list`` / ``fail_create`` make the next calls fail; ``calls`` records every call.
+    ``fail_list`` / ``fail_create`` / ``fail_terminate`` make the next calls fail; ``calls`` records every call.
     """
 
     def __init__(self, name: str = "fake", *, start_with_address: bool = True) -> None:
@@ -22,6 +22,7 @@ class FakeProvider:
         self.start_with_address = start_with_address
         self.fail_list: Exception | None = None
         self.fail_create: Exception | None = None
+        self.fail_terminate: Exception | None = None
         self.calls: list[tuple] = []
         self.terminated: list[str] = []
         self.shut_down = False
@@ -62,6 +63,8 @@ class FakeProvider:
 
     def terminate_instances(self, ids: Sequence[str]) -> defer.Deferred:
         self.calls.append(("terminate", tuple(ids)))
+        if self.fail_terminate is not None:
+            return defer.fail(self.fail_terminate)
         for id in ids:
             if id in self.instances:
                 del self.instances[id]

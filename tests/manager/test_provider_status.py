@@ -42,3 +42,26 @@ def test_a_failing_listing_is_reported_per_provider():
     assert by_name["good"]["error"] is None and by_name["good"]["instances"] == 3
     assert by_name["bad"]["error"]["action"] == "list"
     assert "AuthFailure" in by_name["bad"]["error"]["message"]
+
+
+def test_a_failing_terminate_is_shown_backed_off_and_clears_once_it_works():
+    lab = Lab()
+    lab.manager.start()
+    lab.run(4)
+    lab.provider.fail_terminate = provider_error("RequestLimitExceeded")
+    failed_at = lab.clock.seconds()
+    lab.manager.update_scaling({"min": 1, "required": 1, "max": 1})
+    lab.run(3)
+    [status] = lab.manager.provider_status()
+    error = status["error"]
+    assert error["action"] == "terminate" and "RequestLimitExceeded" in error["message"]
+    assert error["retry_at"] > failed_at
+    asked = lab.provider.count("terminate")
+    # The planner still wants 2 fewer, but the next try waits for the backoff, not every tick.
+    lab.run(error["retry_at"] - lab.clock.seconds() - 1)
+    assert lab.provider.count("terminate") == asked
+    lab.provider.fail_terminate = None
+    lab.run(120)
+    [status] = lab.manager.provider_status()
+    assert status["error"] is None
+    assert len(lab.provider.instances) == 1

@@ -499,7 +499,9 @@
 
   // --- providers: errors that would otherwise only be in the server log -----------------
 
-  const ACTIONS = { list: "listing instances", create: "creating instances" };
+  const ACTIONS = {
+    list: "listing instances", create: "creating instances", terminate: "terminating instances",
+  };
 
   function formatTime(epoch) {
     return typeof epoch === "number" ? new Date(epoch * 1000).toLocaleTimeString() : "";
