@@ -23,7 +23,7 @@ _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _HEADER_VALUE + rb")[
 _HEADER_PAIRS = re.compile(rb"^(" + _TOKEN + rb"):[ \t]*(" + _HEADER_VALUE + rb")[ \t]*\r?\n",
                            re.MULTILINE)
 # Any visible byte (and obs-text); no space, control or DEL.
-_REQUEST_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+REQUEST_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _METHOD = re.compile(_TOKEN)
 _VERSION = re.compile(rb"HTTP/1\.[01]")
 # chunk-size [ chunk-ext ]: hex digits, then ;name[=token|quoted-string] with optional spaces.
@@ -146,7 +146,7 @@ def parse_request_head(block: bytes) -> RequestHead:
         raise HttpError(f"malformed method {_show(method)}")
     if not _VERSION.fullmatch(version):
         raise HttpError(f"unsupported HTTP version {_show(version)}", status=505)
-    if not _REQUEST_TARGET.fullmatch(target):
+    if not REQUEST_TARGET.fullmatch(target):
         raise HttpError("malformed request target")
     return RequestHead(method, target, version, _parse_headers(section))
 

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("scrapoxy.access")
 
 _REQUEST_DROP = frozenset({http1.PROXYNAME_HEADER, b"location", b"host", b"content-length"})
-_RESPONSE_DROP = frozenset({http1.PROXYNAME_HEADER, b"content-length"})
+# The master's own headers: a target (or an instance) must not set them for it.
+_RESPONSE_DROP = frozenset({http1.PROXYNAME_HEADER, http1.ERROR_HEADER, b"content-length"})
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
@@ -98,10 +99,9 @@ class MasterFactory(Factory):
         return self.sessions.get(token)
 
     def host_allowed(self, host: str) -> bool:
-        """Allow/deny rules, matched against the canonical spelling of ``host``."""
+        """Allow/deny rules, matched against ``host`` (canonical, as ``parse_authority`` gives)."""
         if not (self._deny or self._allow):
             return True
-        host = canonical_host(host)
         if any(fnmatch.fnmatchcase(host, pattern) for pattern in self._deny):
             return False
         if self._allow:
@@ -273,7 +273,7 @@ class Exchange:
                  "last_activity", "pending", "reading_body", "request_bytes",
                  "response_head_buffer", "response_kind", "response_left", "response_reader",
                  "response_started", "response_status", "retried", "reused_connection",
-                 "session", "started_at", "target", "upstream", "upstream_reusable",
+                 "session", "started_at", "target", "tls_creator", "upstream", "upstream_reusable",
                  "waiting")
 
     def __init__(self, client: MasterProtocol, head: http1.RequestHead) -> None:
@@ -287,6 +287,7 @@ class Exchange:
         self.waiting: InstanceWait | None = None
         self.last_activity = 0.0
         self.target: Target | None = None
+        self.tls_creator: Any = None
         self.request_bytes = b""
         self.reading_body = False
         self.body_kind = http1.NO_BODY
@@ -322,6 +323,7 @@ class Exchange:
                                          location=head.get(b"location"))
             if not self.f.host_allowed(self.target.host):
                 raise HttpError(f"{self.target.host} is not allowed", status=403, code="forbidden")
+            self.tls_creator = self.f.tls.for_host(self.target.host) if self.target.tls else None
             self.body_kind, self.body_left = http1.request_framing(head)
         except HttpError as exc:
             self.fail_early(exc)
@@ -370,7 +372,7 @@ class Exchange:
         self.f.pool.acquire(endpoint.name)
         self.inflight_name = endpoint.name
         target = self.target
-        tunnel = Tunnel(target.host, target.port, self.f.tls.for_host(target.host)) if target.tls else None
+        tunnel = Tunnel(target.host, target.port, self.tls_creator) if target.tls else None
         self.pending = self.f.upstreams.acquire(
             endpoint, tunnel, on_ready=self.upstream_ready, on_error=self.upstream_failed,
             reuse=not self.retried)
@@ -455,6 +457,14 @@ class Exchange:
                 continue
             break
         self.response_head_buffer = b""
+        if head.status == 407:
+            # Only a proxy asks for proxy credentials, and the master answers 407 for its own
+            # scraper auth alone: an instance refusing the master's credentials is its fault.
+            self.respond_error(HttpError(
+                f"instance {self.endpoint.name} answered 407 (proxy authentication required): "
+                "the master's credentials for it are wrong or missing", status=502,
+                code="upstream"))
+            return
         try:
             self.response_kind, self.response_left = http1.response_framing(
                 head, request_method=self.head.method)
@@ -467,7 +477,10 @@ class Exchange:
             self.upstream_reusable = False
         client_http11 = self.head.version == b"HTTP/1.1"
         if self.response_kind == http1.CHUNKED:
-            self.response_reader = http1.ChunkedReader(decode=not client_http11)
+            # Passed through byte for byte to HTTP/1.1 clients, so read strictly: the client
+            # gets exactly one valid framing or none (RFC 9112 7.1).
+            self.response_reader = http1.ChunkedReader(decode=not client_http11,
+                                                       strict=client_http11)
         if not client_http11 or self.response_kind == http1.UNTIL_CLOSE:
             self.keep_alive = False
         parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason),
@@ -516,10 +529,14 @@ class Exchange:
             reader = self.response_reader
             try:
                 used = reader.feed(data)
-            except HttpError:
+            except HttpError as exc:
                 if head:
-                    write_now(self.client.transport, head)
-                self.abort_both(None)
+                    # Nothing sent yet: the client gets an error, not a head and a cut.
+                    self.client.transport.unregisterProducer()
+                    self.response_started = False
+                    exc = HttpError(f"malformed chunked body from upstream: {exc.message}",
+                                    status=502, code="upstream")
+                self.abort_both(exc)
                 return
             if reader.decode:
                 payload = b"".join(reader.decoded)

@@ -12,7 +12,7 @@ import re
 import socket
 from dataclasses import dataclass
 
-from .http1 import HttpError
+from .http1 import REQUEST_TARGET, HttpError
 
 
 # What a host name may hold (letters, digits, dots, hyphens; underscores, which real DNS
@@ -21,8 +21,12 @@ _REG_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")
 
 
+_UNSPECIFIED = frozenset({"0.0.0.0", "::"})
+
+
 def canonical_host(host: str) -> str:
-    """The one spelling of ``host`` that allow/deny rules are matched against.
+    """The one spelling of ``host`` that allow/deny rules are matched against, and that the
+    master connects to (TLS names included).
 
     Lower case, without the trailing dot of a fully qualified name, and an IPv4 address in
     dotted quad however the client wrote it: ``127.1``, ``2130706433`` and ``0x7f.0.0.1`` are
@@ -48,7 +52,7 @@ def canonical_host(host: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Target:
     tls: bool
-    host: str          # without brackets, lower-case
+    host: str          # canonical_host(): without brackets, lower-case, IPv4 dotted
     port: int
     authority: bytes   # as sent in Host (brackets for IPv6, port only when not default)
     path: bytes        # origin-form path and query, byte for byte
@@ -69,6 +73,10 @@ def parse_authority(authority: bytes, *, default_port: int | None) -> tuple[str,
         if close < 0:
             raise HttpError(f"malformed IPv6 host {text!r}")
         host, rest = text[1:close], text[close + 1:]
+        if "%" in host:
+            # A zone names an interface of the machine it is written on: meaningless to an
+            # instance, and a second spelling of an address that deny rules would miss.
+            raise HttpError(f"IPv6 zone identifiers are not accepted: {text!r}")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
@@ -90,7 +98,11 @@ def parse_authority(authority: bytes, *, default_port: int | None) -> tuple[str,
         raise HttpError(f"port missing in {text!r}")
     else:
         port = default_port
-    return host.lower(), port
+    host = canonical_host(host)
+    if host in _UNSPECIFIED or not host:
+        # 0.0.0.0 and :: (however spelled: "0", "[::ffff:0.0.0.0]") reach the instance itself.
+        raise HttpError(f"not a host to connect to: {text!r}")
+    return host, port
 
 
 def parse_url(url: bytes) -> Target:
@@ -123,6 +135,9 @@ def parse_url(url: bytes) -> Target:
 
 def request_target(*, method: bytes, target: bytes, location: bytes | None) -> Target:
     """Resolve modes 1-3. ``location`` is the request's ``Location`` header, if any."""
+    if location is not None and not REQUEST_TARGET.fullmatch(location):
+        # A header value may hold spaces and tabs; a request-target may not (RFC 9112 3.2).
+        raise HttpError(f"Location header is not a URL: {location[:60].decode('latin-1')!r}")
     if location is not None and location[:8].lower() == b"https://":
         return parse_url(location)
     if location is not None and location[:7].lower() != b"http://":

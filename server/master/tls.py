@@ -4,9 +4,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
 from twisted.internet import ssl
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from .http1 import HttpError
 
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -34,11 +39,7 @@ class _Unverified:
     def __init__(self, hostname: str, context: SSL.Context) -> None:
         self._hostname = hostname.encode("idna")
         self._context = context
-        try:
-            ipaddress.ip_address(hostname)
-            self._sni = False
-        except ValueError:
-            self._sni = True
+        self._sni = not _is_ip(hostname)
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)
@@ -46,6 +47,58 @@ class _Unverified:
             connection.set_tlsext_host_name(self._hostname)
         connection.set_app_data(tlsProtocol)
         return connection
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Verified:
+    """Twisted's client TLS options, with a name check that fails closed.
+
+    Twisted's own check lets the handshake go on when the certificate has no
+    subjectAltName at all (service_identity raises CertificateError, not VerificationError;
+    Twisted logs it as CRITICAL and keeps OpenSSL's verdict on the chain): any certificate a
+    trusted CA issued without names would pass for every host. Here every failure to match
+    the name fails the handshake, with the cause as the connection's error.
+    """
+
+    def __init__(self, hostname: str, trust: Any) -> None:
+        self._inner = ssl.optionsForClientTLS(hostname, trustRoot=trust)
+        try:
+            self._id = IPAddress_ID(hostname) if _is_ip(hostname) else DNS_ID(hostname)
+        except ValueError as exc:
+            raise HttpError(f"not a host name TLS can verify: {hostname!r} ({exc})") from None
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = self._inner.clientConnectionForTLS(tlsProtocol)
+        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
+                              _name_check(tlsProtocol, self._id))
+        return connection
+
+
+def _name_check(tls_protocol: Any, service_id: Any) -> Any:
+    holder = [tls_protocol]  # dropped after the leaf check: no connection <-> protocol cycle
+
+    def verify(connection: SSL.Connection, cert: crypto.X509, error: int, depth: int,
+               ok: int) -> bool:
+        if depth != 0 or not ok:
+            return bool(ok)
+        protocol = holder.pop() if holder else None
+        try:
+            verify_service_identity(extract_patterns(cert), [service_id], [])
+        except Exception:  # noqa: BLE001 - VerificationError, CertificateError: both refuse
+            if protocol is not None:
+                protocol.failVerification(Failure())
+            return False
+        return True
+
+    return verify
+
+
+def _is_ip(hostname: str) -> bool:
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
 
 
 class TlsCreators:
@@ -56,6 +109,7 @@ class TlsCreators:
         self._unverified_context: SSL.Context | None = None
 
     def for_host(self, hostname: str) -> Any:
+        """The connection creator for ``hostname``; HttpError (400) when no TLS name can be."""
         creator = self._cache.get(hostname)
         if creator is None:
             if len(self._cache) >= _MAX_CACHED:
@@ -65,7 +119,7 @@ class TlsCreators:
 
     def _build(self, hostname: str) -> Any:
         if self._verify:
-            return ssl.optionsForClientTLS(hostname, trustRoot=self._trust)
+            return _Verified(hostname, self._trust)
         if self._unverified_context is None:
             context = SSL.Context(SSL.TLS_CLIENT_METHOD)
             context.set_verify(SSL.VERIFY_NONE, lambda *args: True)

@@ -69,14 +69,16 @@ class LabCA:
         self.ca_file.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, stem: str = "server", *, dns_names: tuple[str, ...] = LOOPBACK_DNS,
-              ip_addresses: tuple[str, ...] = LOOPBACK_IPS) -> ServerCert:
-        """Sign a server certificate for these names; files ``{stem}.pem`` and ``{stem}-key.pem``."""
+              ip_addresses: tuple[str, ...] = LOOPBACK_IPS,
+              common_name: str | None = None) -> ServerCert:
+        """Sign a server certificate for these names; files ``{stem}.pem`` and ``{stem}-key.pem``.
+        With no names at all the certificate has no subjectAltName (the name only in its CN)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
-        common_name = (dns_names or ip_addresses)[0]
+        common_name = common_name or (dns_names or ip_addresses)[0]
         names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-        certificate = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.certificate.subject)
@@ -85,7 +87,11 @@ class LabCA:
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        certificate = (
+            builder
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),

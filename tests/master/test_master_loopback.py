@@ -5,6 +5,7 @@ What a scraper sees: statuses, headers, bytes, and which instance (egress addres
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 
@@ -279,18 +280,121 @@ def test_untrusted_target_certificate_is_a_502_naming_the_target_not_the_instanc
     assert failures == []  # the instance did its job: it is not blamed
 
 
-def test_unreachable_target_behind_a_scrapoxy_instance_reads_like_a_master_error(
+def test_unreachable_target_behind_a_scrapoxy_instance_is_the_instances_502(
         master, reactor_thread):
     failures: list[str] = []
     reactor_thread.call(master.pool.on_failure, failures.append)
     port = free_port()
     response = requests.get(f"http://127.0.0.1:{port}/x", proxies=master.proxies, timeout=10)
     assert response.status_code == 502
-    assert response.headers["x-scrapoxy-error"] == "upstream"
+    # x-scrapoxy-error marks the master's own answers only: the instance's is relayed as is.
+    assert "x-scrapoxy-error" not in response.headers
     assert response.headers["x-cache-proxyname"] in master.instances
     body = response.json()
     assert body["error"] == "upstream" and f"127.0.0.1:{port}" in body["message"]
     assert failures == []  # the instance answered: the target is at fault
+
+
+@contextlib.contextmanager
+def canned_origin(reactor_thread, answer: bytes):
+    """A loopback origin answering every request with the bytes ``answer``; yields its port."""
+    from twisted.internet import protocol
+
+    class Canned(protocol.Protocol):
+        def dataReceived(self, data):
+            self.transport.write(answer)
+
+    port = reactor_thread.call(lambda: reactor_thread.reactor.listenTCP(
+        0, protocol.Factory.forProtocol(Canned), interface="127.0.0.1"))
+    try:
+        yield port.getHost().port
+    finally:
+        reactor_thread.call(port.stopListening)
+
+
+def test_a_target_cannot_set_the_masters_own_headers(master, reactor_thread):
+    """A site answering with x-scrapoxy-error would pass for the master (a scraper would wait
+    for instances instead of counting a ban); x-cache-proxyname is the master's to say."""
+    answer = (b"HTTP/1.1 503 Service Unavailable\r\nx-scrapoxy-error: no_instance\r\n"
+              b"x-cache-proxyname: nobody\r\nRetry-After: 3600\r\nContent-Length: 2\r\n\r\nno")
+    with canned_origin(reactor_thread, answer) as port:
+        response = requests.get(f"http://127.0.0.1:{port}/", proxies=master.proxies, timeout=10)
+    assert response.status_code == 503 and response.content == b"no"
+    assert "x-scrapoxy-error" not in response.headers
+    assert response.headers["x-cache-proxyname"] in master.instances
+    assert response.headers["retry-after"] == "3600"
+
+
+@pytest.mark.parametrize("body", [
+    b"5\nhello\n0\n\n",                    # bare LF line ends
+    b" 5 \r\nhello\r\n0\r\n\r\n",            # spaces around the size
+    b"5;\x01\x02 junk\r\nhello\r\n0\r\n\r\n",  # control bytes in an extension
+])
+def test_a_malformed_chunked_response_is_a_502_not_passed_on(master, reactor_thread, body):
+    """Relayed byte for byte, a sloppy framing would hang or break the client's decoder."""
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body
+    with canned_origin(reactor_thread, answer) as port:
+        raw = raw_exchange(master.port, f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: x\r\n"
+                                         "Connection: close\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 502"), raw[:300]
+    assert b"x-scrapoxy-error: upstream" in raw and b"malformed chunk" in raw
+    assert b"hello" not in raw
+
+
+@pytest.mark.parametrize("target", [
+    "GET http://[::1%251]:{port}/",              # IPv6 zone identifier
+    "GET http://[0:0:0:0:0:0:0:1%25lo]:{port}/",
+    "GET http://[::]:{port}/",                   # unspecified: the instance itself
+    "GET http://0.0.0.0:{port}/",
+    "GET http://0:{port}/",
+    "GET http://[::ffff:0.0.0.0]:{port}/",
+    "CONNECT [::]:{port}",
+    "CONNECT 0:{port}",
+])
+def test_hosts_that_dodge_deny_rules_are_400(start_master, origin, target):
+    master = start_master(deny=("127.*", "::1", "localhost"))
+    mark = origin.mark()
+    raw = raw_exchange(master.port, target.format(port=origin.port).encode()
+                       + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:300]
+    assert origin.since(mark) == []
+
+
+def test_https_to_a_host_written_as_one_number_reaches_its_ipv4_address(master, tls_origin):
+    """``2130706433`` is 127.0.0.1 to a resolver; TLS must check the address, not crash on it."""
+    mark = tls_origin.mark()
+    url = f"https://2130706433:{tls_origin.port}/headers"
+    raw = raw_exchange(master.port, f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                       .encode(), timeout=15)
+    # The lab certificate names 127.0.0.1: checked against the address, the request succeeds.
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:300]
+    assert len(tls_origin.since(mark)) == 1
+
+
+def test_a_trusted_certificate_without_names_is_refused_for_every_host(master, lab_ca):
+    """Twisted's own check lets a certificate without subjectAltName pass (it logs CRITICAL
+    and keeps the chain's verdict); the master must refuse it: it names no host at all."""
+    from tests.lab.origin import Origin
+
+    nameless = lab_ca.issue("nameless", dns_names=(), ip_addresses=(), common_name="evil.example")
+    server = Origin(host="127.0.0.1", cert=nameless)
+    try:
+        response = requests.get(f"http://127.0.0.1:{server.port}/headers", proxies=master.proxies,
+                                headers={"Location": f"https://127.0.0.1:{server.port}/headers"},
+                                timeout=15)
+    finally:
+        server.close()
+    assert response.status_code == 502, response.text
+    assert response.headers["x-scrapoxy-error"] == "upstream"
+    assert "subjectAltName" in response.json()["message"]
+
+
+@pytest.mark.parametrize("location", ["https://h/a HTTP/1.0", "https://h/a\tb", "http://h/a b"])
+def test_a_location_with_spaces_or_tabs_is_400_before_any_instance(master, location):
+    raw = raw_exchange(master.port, f"GET /x HTTP/1.1\r\nHost: x\r\nLocation: {location}\r\n"
+                                     "Connection: close\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:300]
+    assert b"x-scrapoxy-error: bad_request" in raw and b"x-cache-proxyname" not in raw
 
 
 def _session_proxies(master, token: str) -> dict[str, str]:
