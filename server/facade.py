@@ -40,7 +40,8 @@ class CommanderFacade:
         updated = self._manager.update_scaling(changes)
         if updated is None or self._state is None:
             return updated
-        return self._state.record_scaling(updated.as_dict()).addCallback(lambda _: updated)
+        return self._state.record_scaling(updated.as_dict(), sent=changes).addCallback(
+            lambda _: updated)
 
     def stop_instance(self, name: str) -> int:
         return self._manager.stop_instance(name)

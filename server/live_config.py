@@ -73,8 +73,7 @@ def changed_paths(before: Any, after: Any, *, prefix: str = "") -> list[str]:
 
 
 def state_diff(before: Config, after: Config) -> dict[str, Any]:
-    """What changed, as a partial config for the state file: providers keyed by name,
-    ``scaling`` bounds left out (they are recorded together, by ``record_scaling``)."""
+    """What changed, as a partial config for the state file: providers keyed by name."""
     old, new = to_dict(before, redact=False), to_dict(after, redact=False)
     diff: dict[str, Any] = {}
     for path in changed_paths(old, new):
@@ -83,7 +82,7 @@ def state_diff(before: Config, after: Config) -> dict[str, Any]:
             entry = new["providers"][int(index_text)]
             _put(diff.setdefault("providers", {}).setdefault(entry["name"], {}), rest,
                  _at(entry, rest))
-        elif path not in ("scaling.min", "scaling.required", "scaling.max"):
+        else:
             _put(diff, path, _at(new, path))
     return diff
 

@@ -103,7 +103,9 @@ class Server:
         self.reactor = reactor
         store = StateStore(default_state_path(config, config_path=config_path))
         changes = store.load()
-        self.config = restore(config, changes, state_path=store.path)
+        self.config = restore(config, changes, state_path=store.path,
+                              source="the config file's" if config_path is not None
+                              else "the embedded default's")
         log.info("changes made through the API are kept in %s", store.path)
         config = self.config
         # One thread: state writes land in order and never queue behind boto3 calls.
@@ -162,10 +164,6 @@ class Server:
         self._apply(current, new)
         self.config = new
         diff = live_config.state_diff(current, new)
-        if any(getattr(new.scaling, key) != getattr(current.scaling, key)
-               for key in SCALING_BOUNDS):
-            # The bounds are recorded together (see scrapoxy_server.state).
-            diff.setdefault("scaling", {}).update(self.manager.get_scaling().as_dict())
         log.info("config changed through the API: %s",
                  ", ".join(live_config.changed_paths(config_module.to_dict(current, redact=False),
                                                      config_module.to_dict(new, redact=False))))

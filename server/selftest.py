@@ -6,6 +6,7 @@ sit on the default ports. A blocking command-line tool (it runs outside the serv
 """
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -82,16 +83,20 @@ def run_test(*, targets: Targets, count: int) -> int:
             continue
         name = response.headers.get("x-cache-proxyname", "?")
         if response.status_code != 200:
-            code = response.headers.get("x-scrapoxy-error")
+            code, message = _error_of(response)
             reason = code or f"HTTP {response.status_code}"
             failures[reason] += 1
-            text = _error_message(response) if code else response.text
-            text = " ".join(text.split())[:160]  # one line per request
+            text = " ".join(message.split())[:160]  # one line per request
             print(f"  [{i}/{count}] {reason} via {name}: {text}", flush=True)
             continue
-        address = response.text.strip()[:64] or "(empty body)"
-        egress[address] += 1
-        print(f"  [{i}/{count}] {address} via {name}", flush=True)
+        body = response.text.strip()
+        if not _is_ip(body):
+            failures[NOT_AN_ADDRESS] += 1
+            print(f"  [{i}/{count}] via {name}: the answer is not an IP address: "
+                  f"{' '.join(body.split())[:60]!r}", flush=True)
+            continue
+        egress[body] += 1
+        print(f"  [{i}/{count}] {body} via {name}", flush=True)
     print(f"\n{len(egress)} distinct egress address(es):")
     for address, n in egress.most_common():
         print(f"  {address:<40} {n}")
@@ -99,12 +104,29 @@ def run_test(*, targets: Targets, count: int) -> int:
         print("failures:")
         for reason, n in failures.most_common():
             print(f"  {reason:<40} {n}")
+    if failures[NOT_AN_ADDRESS]:
+        print(f"\n{url} must answer with the caller's IP address alone (as manager.check_url "
+              "does); leave the URL out to use the server's own.")
     return 0 if egress and not failures else 1
 
 
-def _error_message(response: requests.Response) -> str:
-    """The ``message`` of a Scrapoxy error answer (master or instance), else the body."""
+NOT_AN_ADDRESS = "answer not an IP address"
+
+
+def _is_ip(text: str) -> bool:
     try:
-        return str(response.json()["message"])
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _error_of(response: requests.Response) -> tuple[str | None, str]:
+    """(code, message) of an error answer: the master's ``x-scrapoxy-error``, or the
+    ``{"error", "message"}`` body a scrapoxy-instance answers with, else (None, the body)."""
+    try:
+        body = response.json()
+        code, message = body["error"], body["message"]
     except (ValueError, KeyError, TypeError):
-        return response.text
+        return response.headers.get("x-scrapoxy-error"), response.text
+    return response.headers.get("x-scrapoxy-error") or str(code), str(message)

@@ -11,9 +11,10 @@ What it holds: a partial config of the keys changed through ``PATCH /api/scaling
 Precedence at start: the config file, then these changes on top. A key changed through the
 API keeps its API value across restarts even if the file is edited later (the start log
 says which keys were restored and which differ from the file); every other key follows the
-file. ``scaling.min``, ``required`` and ``max`` are recorded together once any of them is
-changed, so the three always stay consistent. Deleting the file returns to the config file
-alone.
+file, ``scaling`` bounds included: sending ``{"max": 5}`` pins ``max`` alone. At start a
+``required`` the API never set is clamped into the restored ``[min, max]``; bounds that no
+longer fit together (the file's ``min`` raised above an API ``max``) stop the start with an
+error naming the file. Deleting the file returns to the config file alone.
 
 Writing is atomic: a temporary file in the same folder, fsync, ``os.replace``, fsync of the
 folder. A crash at any point leaves either the previous file or the new one, never a mix;
@@ -169,15 +170,18 @@ class StateKeeper:
 
         return self._run_in_thread(self.store.save, snapshot).addErrback(failed)
 
-    def record_scaling(self, scaling: dict[str, int]) -> defer.Deferred:
-        """Record the scaling bounds, all three together (see the module docstring)."""
-        return self.record({"scaling": {key: scaling[key] for key in SCALING_BOUNDS}})
+    def record_scaling(self, scaling: dict[str, int], *, sent: Any) -> defer.Deferred:
+        """Record the scaling bounds the API request named (``sent``), with their values
+        in ``scaling`` (the manager's result)."""
+        return self.record({"scaling": {key: scaling[key] for key in SCALING_BOUNDS
+                                        if key in sent}})
 
 
 # --- applying the changes at start -------------------------------------------------------
 
 
-def restore(config: Config, changes: dict[str, Any], *, state_path: Path) -> Config:
+def restore(config: Config, changes: dict[str, Any], *, state_path: Path,
+            source: str = "the config file's") -> Config:
     """``config`` with the recorded ``changes`` on top; logs what was restored.
 
     Raises ``StateFileError`` naming the file when the changes do not fit the config (a key
@@ -200,8 +204,10 @@ def restore(config: Config, changes: dict[str, Any], *, state_path: Path) -> Con
                 continue
             index = by_name[name]
             plain["providers"][index] = deep_merge(plain["providers"][index], provider_changes)
+    merged = deep_merge(plain, patch)
+    _clamp_required(merged["scaling"], set_through_api=patch.get("scaling", {}))
     try:
-        restored = from_dict(deep_merge(plain, patch))
+        restored = from_dict(merged)
     except ConfigError as exc:
         raise StateFileError(state_path, f"the changes it holds do not fit the config: "
                                          f"{exc}") from None
@@ -211,9 +217,21 @@ def restore(config: Config, changes: dict[str, Any], *, state_path: Path) -> Con
     differing = [path for path in paths
                  if _at(to_dict(config, redact=False), path) != _at(to_dict(restored, redact=False), path)]
     if differing:
-        log.warning("the config file's values for %s are overridden by the values set through "
-                    "the API (delete %s to let the file decide)", ", ".join(differing), state_path)
+        log.warning("%s values for %s are overridden by the values set through the API "
+                    "(delete %s to go back to them)", source, ", ".join(differing),
+                    state_path)
     return restored
+
+
+def _clamp_required(scaling: Any, *, set_through_api: Any) -> None:
+    """A ``required`` the API never set follows the restored bounds, as ``PATCH`` does."""
+    if not isinstance(scaling, dict) or not isinstance(set_through_api, dict) \
+            or "required" in set_through_api:
+        return
+    low, high, required = scaling.get("min"), scaling.get("max"), scaling.get("required")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, required)) \
+            and low <= high:
+        scaling["required"] = min(max(required, low), high)
 
 
 def leaf_paths(changes: dict[str, Any], prefix: str = "") -> list[str]:

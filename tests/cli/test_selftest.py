@@ -67,6 +67,17 @@ def test_failures_are_counted_and_the_exit_status_says_so(server_factory):
     assert re.search(r"failures:\n  upstream +2", result.stdout)
 
 
+def test_a_url_that_does_not_answer_an_address_is_a_failure_that_says_why(server_factory,
+                                                                          origin):
+    server = server_factory(instances=1)
+    server.api.wait_alive(1)
+    result = run_cli("test", str(server.config_path), f"{origin.url}/page/1", "--count", "2")
+    assert result.returncode == 1
+    assert "0 distinct egress address(es)" in result.stdout
+    assert re.search(r"\[1/2\] via local-1: the answer is not an IP address", result.stdout)
+    assert "must answer with the caller's IP address" in result.stdout
+
+
 def test_help_is_plain_text_and_explains_count():
     result = run_cli("test", "--help")
     assert result.returncode == 0

@@ -99,6 +99,7 @@ def test_a_scaling_change_is_in_the_state_file_before_the_answer(tmp_path):
     client = app.test_client()
     response = client.patch("/api/scaling", json={"max": 5}, headers=AUTH)
     assert response.status_code == 200 and response.json == {"min": 1, "required": 1, "max": 5}
-    assert seen_when_answered == [{"scaling": {"min": 1, "required": 1, "max": 5}}]
+    # Only what was sent is pinned: min and required keep following the config file.
+    assert seen_when_answered == [{"scaling": {"max": 5}}]
     assert client.patch("/api/scaling", json={"max": 5}, headers=AUTH).status_code == 204
     assert len(seen_when_answered) == 1

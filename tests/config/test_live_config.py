@@ -86,7 +86,7 @@ def test_a_patch_that_changes_nothing_gives_the_same_config():
 def test_the_state_diff_holds_only_what_changed_with_providers_by_name():
     new = patched(CURRENT, {"manager": {"check_interval": 1.0}, "scaling": {"max": 5},
                             "providers": {"mine": {"proxies": []}}})
-    assert state_diff(CURRENT, new) == {"manager": {"check_interval": 1.0},
+    assert state_diff(CURRENT, new) == {"manager": {"check_interval": 1.0}, "scaling": {"max": 5},
                                         "providers": {"mine": {"proxies": []}}}
     assert "scaling.max" in changed_paths({"scaling": {"max": 3}}, {"scaling": {"max": 5}})
 

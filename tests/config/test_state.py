@@ -112,7 +112,28 @@ def test_changes_the_file_now_contradicts_are_refused_naming_the_file_and_key(tm
     assert "manager.autorestart.max" in str(info.value)
 
 
-def test_the_keeper_records_scaling_bounds_together_and_writes_in_order(tmp_path):
+def test_a_scaling_key_never_sent_through_the_api_follows_the_file(tmp_path):
+    """{"max": 5, "required": 5} was sent; the file's min moved from 3 to 2 since."""
+    file_config = from_dict({"scaling": {"min": 2, "required": 2, "max": 3}})
+    config = restore(file_config, {"scaling": {"max": 5, "required": 5}},
+                     state_path=tmp_path / "state.json")
+    assert (config.scaling.min, config.scaling.required, config.scaling.max) == (2, 5, 5)
+
+
+def test_a_required_never_sent_is_clamped_into_the_restored_bounds(tmp_path):
+    file_config = from_dict({"scaling": {"min": 1, "required": 4, "max": 4}})
+    config = restore(file_config, {"scaling": {"max": 2}}, state_path=tmp_path / "state.json")
+    assert (config.scaling.min, config.scaling.required, config.scaling.max) == (1, 2, 2)
+
+
+def test_api_bounds_the_file_now_contradicts_stop_the_start_naming_the_file(tmp_path):
+    file_config = from_dict({"scaling": {"min": 3, "required": 3, "max": 4}})
+    with pytest.raises(StateFileError) as info:
+        restore(file_config, {"scaling": {"max": 2}}, state_path=tmp_path / "state.json")
+    assert str(tmp_path / "state.json") in str(info.value) and "scaling" in str(info.value)
+
+
+def test_the_keeper_records_the_scaling_keys_sent_and_writes_in_order(tmp_path):
     store = StateStore(tmp_path / "state.json")
     written = []
 
@@ -123,10 +144,10 @@ def test_the_keeper_records_scaling_bounds_together_and_writes_in_order(tmp_path
 
     keeper = StateKeeper(store=store, changes={"manager": {"check_interval": 1.0}},
                          run_in_thread=run_in_thread)
-    keeper.record_scaling({"min": 0, "required": 4, "max": 4})
+    keeper.record_scaling({"min": 0, "required": 4, "max": 4}, sent={"required": 4, "max": 4})
     keeper.record({"manager": {"dead_after": 9.0}})
     assert written[0] == {"manager": {"check_interval": 1.0},
-                          "scaling": {"min": 0, "required": 4, "max": 4}}
+                          "scaling": {"required": 4, "max": 4}}
     assert written[1]["manager"] == {"check_interval": 1.0, "dead_after": 9.0}
     assert written[1]["scaling"]["max"] == 4
 
