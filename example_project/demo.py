@@ -17,6 +17,7 @@ connects, and runs two crawls of the example project through the master:
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -91,6 +93,16 @@ class _Site(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _SiteServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A stopped (banned) instance takes its connections with it: not the site's error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 @dataclass(frozen=True)
 class Banner:
     """Where the server listens, as ``scrapoxy-server start`` printed it."""
@@ -111,27 +123,29 @@ def main() -> int:
                         help="port of the commander (0: any free port)")
     args = parser.parse_args()
 
-    site = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
-    site.daemon_threads = True
+    site = _SiteServer(("127.0.0.1", 0), _Site)
     threading.Thread(target=site.serve_forever, daemon=True).start()
     site_url = f"http://127.0.0.1:{site.server_address[1]}/"
     print(f"demo site:   {site_url}")
 
     folder = tempfile.TemporaryDirectory()
-    command = [sys.executable, "-m", "scrapoxy_server.cli", "start"]
-    if (args.master_port, args.commander_port) != (DEFAULT_MASTER_PORT, DEFAULT_COMMANDER_PORT):
-        # Everything else stays the embedded default (local provider, 3 instances).
-        config = Path(folder.name) / "scrapoxy.toml"
-        config.write_text(f"[master]\nport = {args.master_port}\n\n"
-                          f"[commander]\nport = {args.commander_port}\n")
-        command.append(str(config))
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    # The embedded default (local provider, 3 instances) but for the ports and a state file
+    # of its own: the demo neither picks up nor leaves changes in your server's state file.
+    config = Path(folder.name) / "scrapoxy.toml"
+    config.write_text(f"state_file = {json.dumps(str(Path(folder.name) / 'state.json'))}\n\n"
+                      f"[master]\nport = {args.master_port}\n\n"
+                      f"[commander]\nport = {args.commander_port}\n")
+    command = [sys.executable, "-m", "scrapoxy_server.cli", "start", str(config)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)
+    # Keep draining the server's log so it never blocks on a full pipe; shown at the end.
+    log = _Relay(server.stderr)
+    log.start()
     try:
-        banner = _read_banner(server)
-        # Keep draining the server's output so it never blocks on a full pipe.
-        relay = _Relay(server)
-        relay.start()
+        banner = _read_banner(server, log)
+        messages = _Relay(server.stdout)  # what the server says to the user (its exit summary)
+        messages.show()
+        messages.start()
         api = f"{banner.commander}/api"
         auth = ("admin", banner.password)
         print("waiting for 3 alive instances ", end="", flush=True)
@@ -165,9 +179,10 @@ def main() -> int:
             print(f"  account {item['account']}  {item['status']}  {item['url']:<40} "
                   f"via {item.get('proxyname') or '?'}")
         after = {instance["name"] for instance in _instances(api, auth)}
-        print(f"\nbans: {stats.get('scrapoxy/ban/count', 0)}, banned instances stopped: "
-              f"{stats.get('scrapoxy/ban/instance_stopped', 0)}; the shop banned "
-              f"{len(_Site.banned)} addresses; new instances: "
+        print(f"\nthe shop banned {len(_Site.banned)} addresses; the crawl saw "
+              f"{stats.get('scrapoxy/ban/count', 0)} ban answers (an instance may answer more "
+              "than one before it stops) and stopped "
+              f"{stats.get('scrapoxy/ban/instance_stopped', 0)} instances; new instances: "
               f"{', '.join(sorted(after - before)) or 'none yet'}")
 
         every = items + accounts
@@ -175,7 +190,7 @@ def main() -> int:
             return 0 if every and all(i["status"] == 200 for i in every) else 1
         print(f"\nThe server keeps running: GUI at {banner.commander}/ "
               f"(admin / {banner.password}). Ctrl-C stops it. Its log follows.")
-        relay.live = True
+        log.show()
         server.wait()
         return 0
     except KeyboardInterrupt:
@@ -208,21 +223,29 @@ def _crawl(arguments: list[str], *, env: dict[str, str],
     return json.loads(out.read_text()), stats
 
 
-def _read_banner(server: subprocess.Popen) -> Banner:
+def _read_banner(server: subprocess.Popen, log: "_Relay") -> Banner:
     """Echo the server's banner; pick up its addresses and the generated commander password."""
     assert server.stdout is not None
     found: dict[str, str] = {}
     for line in server.stdout:
-        print(line, end="")
+        print(line, end="", flush=True)
         for key, pattern in (("master", r"^\s*master:\s+(\S+)"),
                              ("commander", r"^\s*commander:\s+(\S+)"),
-                             ("password", r"commander login: \S+ / (\S+)")):
+                             ("password", r"commander login: \S+ / (\S+)"),
+                             ("providers", r"^\s*providers:\s+(.+)")):  # the last line
             match = re.search(pattern, line)
             if match:
                 found[key] = match.group(1)
-        if len(found) == 3:
-            return Banner(**found)
-    raise SystemExit(f"scrapoxy-server exited early (code {server.wait()})")
+        if len(found) == 4:
+            return Banner(master=found["master"], commander=found["commander"],
+                          password=found["password"])
+    code = server.wait()
+    log.join(5)
+    print("".join(log.tail), end="", file=sys.stderr)
+    if any("Address already in use" in line for line in log.tail):
+        print("another server holds these ports: stop it, or run the demo on free ports with "
+              "--master-port 0 --commander-port 0", file=sys.stderr)
+    raise SystemExit(f"scrapoxy-server exited early (code {code})")
 
 
 def _instances(api: str, auth: tuple[str, str]) -> list[dict]:
@@ -248,19 +271,31 @@ def _wait_alive(api: str, auth: tuple[str, str], *, want: int, timeout: float,
 
 
 class _Relay(threading.Thread):
-    """Reads the server's output; prints it once ``live`` is set."""
+    """Drains one of the server's streams, keeping its last lines; prints it after ``show``."""
 
-    def __init__(self, server: subprocess.Popen) -> None:
+    def __init__(self, stream: Any) -> None:
         super().__init__(daemon=True)
-        self.server = server
+        self.stream = stream
+        self.tail: collections.deque[str] = collections.deque(maxlen=30)
         self.live = False
 
+    def show(self) -> None:
+        self.live = True
+
     def run(self) -> None:
-        assert self.server.stdout is not None
-        for line in self.server.stdout:
+        for line in self.stream:
+            self.tail.append(line)
             if self.live:
-                print(line, end="", flush=True)
+                try:
+                    print(line, end="", flush=True)
+                except (BrokenPipeError, ValueError):
+                    self.live = False
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        # The reader went away (``| head``): the server was stopped on the way out; say no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
