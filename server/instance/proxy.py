@@ -173,8 +173,13 @@ class _Phase(enum.Enum):
     DONE = "done"
 
 
+@implementer(interfaces.IHalfCloseableProtocol)
 class InstanceProxyProtocol(protocol.Protocol):
-    """One client connection: a sequence of proxied requests, or one CONNECT tunnel."""
+    """One client connection: a sequence of proxied requests, or one CONNECT tunnel.
+
+    A tunnel's client may half-close (it has sent everything): the end of input is passed on
+    to the target and its answer still relayed, as stock proxies do.
+    """
 
     def __init__(self, *, settings: InstanceSettings, connector: UpstreamConnector) -> None:
         self._settings = settings
@@ -185,6 +190,7 @@ class InstanceProxyProtocol(protocol.Protocol):
         self._valve: _ReadValve | None = None
         self._upstream: _UpstreamProtocol | None = None
         self._connecting: defer.Deferred | None = None
+        self._client_eof = False
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -219,6 +225,18 @@ class InstanceProxyProtocol(protocol.Protocol):
             elif len(self._buffer) > http1.MAX_HEAD_BYTES:
                 # Pipelined bytes wait for the current exchange; do not let them pile up.
                 self._valve.hold("pipelined")
+
+    def readConnectionLost(self) -> None:
+        self._client_eof = True
+        if self._state is _State.TUNNEL and self._upstream is not None:
+            self._upstream.transport.loseWriteConnection()
+        elif not (self._state is _State.CONNECTING and self._tunnel):
+            # Outside a tunnel an end of input ends the connection (its pending answer
+            # is flushed first); a tunnel still connecting passes it on once up.
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Not used: the instance never half-closes toward its client."""
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         was_tunnel = self._state is _State.TUNNEL
@@ -293,6 +311,8 @@ class InstanceProxyProtocol(protocol.Protocol):
             self.transport.write(CONNECT_ESTABLISHED)
             if pending:
                 upstream.transport.write(pending)
+            if self._client_eof:
+                upstream.transport.loseWriteConnection()
             return
         self._state = _State.EXCHANGE
         upstream.transport.write(self._upstream_head)

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..models import Endpoint
 from ..pool import InstancePool
@@ -109,8 +111,14 @@ class MasterFactory(Factory):
         return True
 
 
+@implementer(IHalfCloseableProtocol)
 class MasterProtocol(Protocol):
-    """One client connection; requests on it are handled one at a time (pipelining queues)."""
+    """One client connection; requests on it are handled one at a time (pipelining queues).
+
+    A client may half-close (send its requests, then shut its sending side, as ``nc -N`` or
+    a shell's ``printf ... | nc`` does): what it sent is answered, then the connection closes;
+    in a tunnel the end of input is passed on to the instance.
+    """
 
     def __init__(self, factory: MasterFactory) -> None:
         self.f = factory
@@ -118,6 +126,7 @@ class MasterProtocol(Protocol):
         self.exchange: Exchange | None = None
         self.tunnel: TunnelRelay | None = None
         self.closing = False
+        self.read_closed = False
         self.idle_since = 0.0
         self.idle_timer: Any = None
 
@@ -226,6 +235,29 @@ class MasterProtocol(Protocol):
         self.transport.resumeProducing()
         if self.buffer:
             self.process()
+        if self.read_closed:
+            self._close_when_idle()
+
+    def readConnectionLost(self) -> None:
+        """The client will send nothing more; its side to us stays open for the answers."""
+        self.read_closed = True
+        if self.tunnel is not None:
+            self.tunnel.client_eof()
+        elif self.exchange is not None and self.exchange.reading_body:
+            # The request body was cut short: nothing sensible can be sent on.
+            self.transport.loseConnection()
+        else:
+            self._close_when_idle()
+
+    def writeConnectionLost(self) -> None:
+        """Not used: the master never half-closes toward a client."""
+
+    def _close_when_idle(self) -> None:
+        """Once the client has half-closed, nothing more can come: close after the last answer
+        (a partial head left in the buffer can never complete)."""
+        if self.exchange is None and self.tunnel is None and not self.closing:
+            self.closing = True
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closing = True
@@ -797,6 +829,14 @@ class TunnelRelay:
         if self.early:
             early, self.early = self.early, b""
             self.client_data(early)
+        if self.client.read_closed:
+            self.client_eof()
+
+    def client_eof(self) -> None:
+        """The client half-closed its side of the tunnel: pass it on once the tunnel is up
+        (until then, ``ready`` does), and relay the answer until the instance closes."""
+        if self.upstream is not None:
+            self.upstream.transport.loseWriteConnection()
 
     def failed(self, failure: UpstreamFailure) -> None:
         self.pending = None

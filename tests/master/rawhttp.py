@@ -78,8 +78,8 @@ class RawConnection:
             return response
         te = (response.header("transfer-encoding") or "").lower()
         length = response.header("content-length")
-        if method == "HEAD" or status in (204, 304):
-            return response
+        if method == "HEAD" or status in (204, 304) or (method == "CONNECT" and status == 200):
+            return response  # no body; after a CONNECT's 200 the tunnel's bytes follow
         if te.endswith("chunked"):
             self._read_chunked(response)
         elif length is not None:
