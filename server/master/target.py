@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -24,6 +25,7 @@ _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
 
 
+@functools.lru_cache(maxsize=4096)  # on every request; scrapers ask the same hosts again
 def canonical_host(host: str) -> str:
     """The one spelling of ``host`` that allow/deny rules are matched against, and that the
     master connects to (TLS names included).
