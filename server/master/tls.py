@@ -9,12 +9,11 @@ from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identit
 from service_identity.pyopenssl import extract_patterns
 from twisted.internet import ssl
 from twisted.python.failure import Failure
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
 from .http1 import HttpError
-
-from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
 _MAX_CACHED = 4096
 
