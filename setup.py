@@ -28,7 +28,7 @@ setup(
     install_requires=[
         "Twisted>=23.8",
         "pyOpenSSL>=23.0",
-        "service_identity>=21.1",
+        "service_identity>=23.1",  # pyopenssl.extract_patterns (master/tls.py)
         "idna>=3.4",
         "Flask>=2.3",
         "requests>=2.28",
