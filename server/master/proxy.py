@@ -28,6 +28,7 @@ from .answers import connect_established, error_response
 from .auth import ScraperAuth, parse_basic
 from .chooser import InstanceChooser, InstanceWait, SessionPins, choose_or_wait
 from .http1 import HttpError
+from .instance_errors import instance_error
 from .sockwrite import write_now
 from .target import Target, canonical_host, parse_authority, request_target
 from .tls import TlsCreators
@@ -496,6 +497,15 @@ class Exchange:
                 f"instance {self.endpoint.name} answered 407 (proxy authentication required): "
                 "the master's credentials for it are wrong or missing", status=502,
                 code="upstream"))
+            return
+        failure = None if self.target.tls else instance_error(head)
+        if failure is not None:
+            status, said = failure
+            # The instance answered (it works); the target did not.
+            self.respond_error(HttpError(
+                f"instance {self.endpoint.name} could not get an answer from "
+                f"{self.target.authority.decode('ascii', 'replace')}: {said}", status=status,
+                code="timeout" if status == 504 else "upstream"))
             return
         try:
             self.response_kind, self.response_left = http1.response_framing(

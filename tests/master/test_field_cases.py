@@ -104,6 +104,21 @@ def test_h01_instance_credentials_are_sent_on_every_mode(start_master, stock_pro
     assert tunnel.status == 502 and "refused CONNECT" in json.loads(tunnel.body)["message"]
 
 
+def test_an_unreachable_target_is_the_masters_502_whatever_the_instance_kind(kind_master):
+    """scrapoxy-instance says 502, tinyproxy 500, squid 503 (which reads as a ban): the
+    scraper gets one answer, the master's 502 upstream naming the instance and the target."""
+    from tests.support import free_port
+
+    port = free_port()
+    response = request(kind_master.port, get(f"http://127.0.0.1:{port}/x",
+                                             f"Host: 127.0.0.1:{port}"))
+    assert response.status == 502, response.head
+    assert response.header("x-scrapoxy-error") == "upstream"
+    assert response.header("x-cache-proxyname")
+    message = json.loads(response.body)["message"]
+    assert f"127.0.0.1:{port}" in message and "could not get an answer" in message
+
+
 # --- H02 ---------------------------------------------------------------------------------
 
 

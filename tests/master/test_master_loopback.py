@@ -280,15 +280,14 @@ def test_untrusted_target_certificate_is_a_502_naming_the_target_not_the_instanc
     assert failures == []  # the instance did its job: it is not blamed
 
 
-def test_unreachable_target_behind_a_scrapoxy_instance_is_the_instances_502(
+def test_unreachable_target_behind_a_scrapoxy_instance_reads_like_a_master_error(
         master, reactor_thread):
     failures: list[str] = []
     reactor_thread.call(master.pool.on_failure, failures.append)
     port = free_port()
     response = requests.get(f"http://127.0.0.1:{port}/x", proxies=master.proxies, timeout=10)
     assert response.status_code == 502
-    # x-scrapoxy-error marks the master's own answers only: the instance's is relayed as is.
-    assert "x-scrapoxy-error" not in response.headers
+    assert response.headers["x-scrapoxy-error"] == "upstream"
     assert response.headers["x-cache-proxyname"] in master.instances
     body = response.json()
     assert body["error"] == "upstream" and f"127.0.0.1:{port}" in body["message"]
@@ -312,17 +311,23 @@ def canned_origin(reactor_thread, answer: bytes):
         reactor_thread.call(port.stopListening)
 
 
-def test_a_target_cannot_set_the_masters_own_headers(master, reactor_thread):
-    """A site answering with x-scrapoxy-error would pass for the master (a scraper would wait
-    for instances instead of counting a ban); x-cache-proxyname is the master's to say."""
-    answer = (b"HTTP/1.1 503 Service Unavailable\r\nx-scrapoxy-error: no_instance\r\n"
-              b"x-cache-proxyname: nobody\r\nRetry-After: 3600\r\nContent-Length: 2\r\n\r\nno")
+def test_a_target_cannot_pass_its_answer_off_as_the_masters(master, reactor_thread):
+    """A site answering with x-scrapoxy-error: no_instance would make a scraper wait for
+    instances instead of counting a ban; x-cache-proxyname is the master's to say."""
+    answer = (b"HTTP/1.1 200 OK\r\nx-scrapoxy-error: no_instance\r\n"
+              b"x-cache-proxyname: nobody\r\nContent-Length: 2\r\n\r\nok")
     with canned_origin(reactor_thread, answer) as port:
         response = requests.get(f"http://127.0.0.1:{port}/", proxies=master.proxies, timeout=10)
-    assert response.status_code == 503 and response.content == b"no"
+    assert response.status_code == 200 and response.content == b"ok"
     assert "x-scrapoxy-error" not in response.headers
     assert response.headers["x-cache-proxyname"] in master.instances
-    assert response.headers["retry-after"] == "3600"
+    # An error status marked that way reads as an instance's error: never as no_instance.
+    answer = (b"HTTP/1.1 503 Service Unavailable\r\nx-scrapoxy-error: no_instance\r\n"
+              b"Retry-After: 3600\r\nContent-Length: 2\r\n\r\nno")
+    with canned_origin(reactor_thread, answer) as port:
+        response = requests.get(f"http://127.0.0.1:{port}/", proxies=master.proxies, timeout=10)
+    assert response.status_code == 502 and response.headers["x-scrapoxy-error"] == "upstream"
+    assert "retry-after" not in response.headers
 
 
 @pytest.mark.parametrize("body", [
