@@ -1,0 +1,94 @@
+"""The commander's HTTP connection, guarded before Flask sees anything.
+
+Twisted reads a whole request (head and body) before the resource, hence Flask and its auth
+check, runs. Left alone it would spool any declared body to a temporary file first. So the
+channel itself refuses a body declared above ``max_body`` (Flask's ``MAX_CONTENT_LENGTH``,
+one constant) as soon as the head ends: 413 JSON, ``Connection: close``, and the connection
+is closed without reading the body (and without a ``100 Continue`` first). A chunked body is
+counted as it comes and refused the same way once it passes the limit.
+
+These answers are written raw (there is no request to route yet), with the API's error shape
+and codes (``errors.CODES``).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Request, Site
+
+from .errors import CODES
+
+REASONS = {413: b"Content Too Large"}
+
+
+def raw_error(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 response: the API's JSON error, and the connection closes after it."""
+    body = json.dumps({"error": CODES[status], "message": message}).encode() + b"\n"
+    head = (b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])
+            + b"Content-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n" % len(body)
+            + b"Cache-Control: no-store\r\n"
+            + b"X-Content-Type-Options: nosniff\r\n"
+            + b"Connection: close\r\n\r\n")
+    return head + body
+
+
+def too_large_message(limit: int) -> str:
+    return f"the request body is larger than the {limit} bytes allowed"
+
+
+class CommanderRequest(Request):
+    """Counts a body's bytes as they arrive."""
+
+    _body_bytes = 0
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        channel = self.channel
+        if channel is None or channel.refused:
+            return
+        self._body_bytes += len(data)
+        if self._body_bytes > channel.site.max_body:
+            channel.refuse(413, too_large_message(channel.site.max_body))
+            return
+        super().handleContentChunk(data)
+
+
+class CommanderChannel(HTTPChannel):
+    """``HTTPChannel`` with the body limit (see the module doc)."""
+
+    refused = False
+
+    def allHeadersReceived(self) -> None:  # noqa: N802 - Twisted's name
+        limit = self.site.max_body
+        if self.length is not None and self.length > limit:
+            # Before Twisted opens a temporary file for it, or answers 100 Continue.
+            self.refuse(413, too_large_message(limit))
+            return
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:  # noqa: N802 - Twisted's name
+        if self.refused:
+            return  # the end of a refused chunked body, in the same read: never run it
+        super().allContentReceived()
+
+    def refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with the JSON error and close, reading nothing more."""
+        if self.refused:
+            return
+        self.refused = True
+        self.transport.write(raw_error(status, message))
+        self.loseConnection()
+
+
+class CommanderSite(Site):
+    """A ``Site`` whose connections are ``CommanderChannel`` (plain HTTP/1.1: the commander
+    listens on TCP, so there is no TLS to negotiate HTTP/2 over)."""
+
+    protocol = CommanderChannel
+    requestFactory = CommanderRequest
+
+    def __init__(self, resource: Any, *, max_body: int, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.max_body = max_body
