@@ -7,12 +7,17 @@ one constant) as soon as the head ends: 413 JSON, ``Connection: close``, and the
 is closed without reading the body (and without a ``100 Continue`` first). A chunked body is
 counted as it comes and refused the same way once it passes the limit.
 
+An absolute-form request line (``GET http://host:port/api/scaling``) is routed like its path,
+the host taken from it as RFC 9112 section 3.2.2 says (Twisted would route the whole URI,
+and the GUI's HTML 404 would answer an API call).
+
 These answers are written raw (there is no request to route yet), with the API's error shape
 and codes (``errors.CODES``).
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from twisted.web.http import HTTPChannel
@@ -21,6 +26,7 @@ from twisted.web.server import Request, Site
 from .errors import CODES
 
 REASONS = {413: b"Content Too Large"}
+_ABSOLUTE_FORM = re.compile(rb"^https?://([^/?#]*)(.*)$", re.IGNORECASE | re.DOTALL)
 
 
 def raw_error(status: int, message: str) -> bytes:
@@ -40,7 +46,7 @@ def too_large_message(limit: int) -> str:
 
 
 class CommanderRequest(Request):
-    """Counts a body's bytes as they arrive."""
+    """Counts a body's bytes as they arrive; normalises an absolute-form target."""
 
     _body_bytes = 0
 
@@ -53,6 +59,16 @@ class CommanderRequest(Request):
             channel.refuse(413, too_large_message(channel.site.max_body))
             return
         super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        match = _ABSOLUTE_FORM.match(path)
+        if match is not None:
+            authority, path = match.group(1).rpartition(b"@")[2], match.group(2)
+            if not path.startswith(b"/"):
+                path = b"/" + path
+            if authority:
+                self.requestHeaders.setRawHeaders(b"host", [authority])
+        super().requestReceived(command, path, version)
 
 
 class CommanderChannel(HTTPChannel):

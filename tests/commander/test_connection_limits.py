@@ -1,5 +1,5 @@
 """What the commander's connection refuses or allows before Flask runs, over real sockets:
-bodies over the limit, and chunked bodies."""
+bodies over the limit, chunked bodies, and absolute-form targets."""
 from __future__ import annotations
 
 import json
@@ -101,3 +101,28 @@ def test_chunked_body_reaches_flask(served):
     assert response.request.headers["Transfer-Encoding"] == "chunked"
     assert response.status_code == 200
     assert response.json() == {"min": 1, "required": 1, "max": 5}
+
+
+# --- request targets -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("target", "status", "expected"), [
+    (b"/api/scaling", 200, {"min": 1, "required": 1, "max": 3}),
+    (b"/api/nope", 404, None),
+])
+def test_absolute_form_target_is_routed_like_its_path(served, target, status, expected):
+    sock = connect(served)
+    sock.sendall(b"GET " + served.base.encode() + target + b" HTTP/1.1\r\nHost: x\r\n"
+                 + AUTH_LINE + b"Connection: close\r\n\r\n")
+    got, headers, body = parse(read_until_closed(sock))
+    assert got == status
+    assert headers["Content-Type"] == "application/json"
+    answer = json.loads(body)
+    assert answer == expected if expected else answer["error"] == "not_found"
+
+
+def test_absolute_form_target_without_credentials_is_json_401(served):
+    sock = connect(served)
+    sock.sendall(b"GET " + served.base.upper().encode() + b"/api/scaling?x=1 HTTP/1.1\r\n"
+                 b"Host: x\r\nConnection: close\r\n\r\n")
+    got, headers, body = parse(read_until_closed(sock))
+    assert got == 401 and json.loads(body)["error"] == "auth"
