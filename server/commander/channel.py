@@ -1,18 +1,22 @@
 """The commander's HTTP connection, guarded before Flask sees anything.
 
 Twisted reads a whole request (head and body) before the resource, hence Flask and its auth
-check, runs. Left alone it would spool any declared body to a temporary file first. So the
-channel itself refuses a body declared above ``max_body`` (Flask's ``MAX_CONTENT_LENGTH``,
-one constant) as soon as the head ends: 413 JSON, ``Connection: close``, and the connection
-is closed without reading the body (and without a ``100 Continue`` first). A chunked body is
-counted as it comes and refused the same way once it passes the limit.
+check, runs. Left alone it would spool any declared body to a temporary file and wait for a
+head sent one byte at a time. So the channel itself:
 
-An absolute-form request line (``GET http://host:port/api/scaling``) is routed like its path,
-the host taken from it as RFC 9112 section 3.2.2 says (Twisted would route the whole URI,
-and the GUI's HTML 404 would answer an API call).
+* refuses a body declared above ``max_body`` (Flask's ``MAX_CONTENT_LENGTH``, one constant)
+  as soon as the head ends: 413 JSON, ``Connection: close``, and the connection is closed
+  without reading the body (and without a ``100 Continue`` first). A chunked body is counted
+  as it comes and refused the same way once it passes the limit;
+* gives a request head ``head_timeout`` seconds from its first byte to arrive whole, else
+  408 JSON and close (the Site's idle ``timeout`` still closes a silent connection, quietly);
+* routes an absolute-form request line (``GET http://host:port/api/scaling``) like its path,
+  taking the host from it as RFC 9112 section 3.2.2 says.
 
 These answers are written raw (there is no request to route yet), with the API's error shape
-and codes (``errors.CODES``).
+and codes (``errors.CODES``). While a request is being handled Twisted suspends the idle
+timeout (``HTTPChannel.allContentReceived`` until ``requestDone``), and the head deadline
+only runs while a head is arriving: neither cuts an open ``/api/events`` stream.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from twisted.web.server import Request, Site
 
 from .errors import CODES
 
-REASONS = {413: b"Content Too Large"}
+DEFAULT_HEAD_TIMEOUT = 20.0
+REASONS = {408: b"Request Timeout", 413: b"Content Too Large"}
 _ABSOLUTE_FORM = re.compile(rb"^https?://([^/?#]*)(.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -72,11 +77,20 @@ class CommanderRequest(Request):
 
 
 class CommanderChannel(HTTPChannel):
-    """``HTTPChannel`` with the body limit (see the module doc)."""
+    """``HTTPChannel`` with the body limit and the head deadline (see the module doc)."""
 
     refused = False
+    _head_timer: Any = None
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        # line_mode and not handling a request: these bytes belong to a request head.
+        if (self._head_timer is None and not self.refused and self.line_mode
+                and not self._handlingRequest):
+            self._head_timer = self.callLater(self.site.head_timeout, self._head_too_slow)
+        super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:  # noqa: N802 - Twisted's name
+        self._cancel_head_timer()
         limit = self.site.max_body
         if self.length is not None and self.length > limit:
             # Before Twisted opens a temporary file for it, or answers 100 Continue.
@@ -94,8 +108,23 @@ class CommanderChannel(HTTPChannel):
         if self.refused:
             return
         self.refused = True
+        self._cancel_head_timer()
         self.transport.write(raw_error(status, message))
         self.loseConnection()
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        self.refuse(408, f"request head not complete within {self.site.head_timeout:g}s")
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            if self._head_timer.active():
+                self._head_timer.cancel()
+            self._head_timer = None
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802 - Twisted's name
+        self._cancel_head_timer()
+        super().connectionLost(reason)
 
 
 class CommanderSite(Site):
@@ -105,6 +134,8 @@ class CommanderSite(Site):
     protocol = CommanderChannel
     requestFactory = CommanderRequest
 
-    def __init__(self, resource: Any, *, max_body: int, **kwargs: Any) -> None:
-        super().__init__(resource, **kwargs)
+    def __init__(self, resource: Any, *, max_body: int, timeout: float,
+                 head_timeout: float = DEFAULT_HEAD_TIMEOUT, **kwargs: Any) -> None:
+        super().__init__(resource, timeout=timeout, **kwargs)
         self.max_body = max_body
+        self.head_timeout = head_timeout

@@ -10,9 +10,10 @@ stream would otherwise hold a pool thread as long as a browser tab stays open):
 ``CommanderRoot`` routes that one path to it and everything else to the WSGI app.
 
 The Site is a ``channel.CommanderSite``: bodies above the app's ``MAX_CONTENT_LENGTH`` are
-refused before they are read. Twisted hands the app a body it has read whole, so the WSGI
-environ says so (``wsgi.input_terminated``): without it Werkzeug would see a chunked body,
-which has no ``Content-Length``, as empty.
+refused before they are read, slow request heads get 408, idle connections close after
+``timeout`` seconds. Twisted hands the app a body it has read whole, so the WSGI environ
+says so (``wsgi.input_terminated``): without it Werkzeug would see a chunked body, which has
+no ``Content-Length``, as empty.
 """
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.wsgi import WSGIResource
 
-from .channel import CommanderSite
+from .channel import DEFAULT_HEAD_TIMEOUT, CommanderSite
 from .sse import EventStreamResource
 
 EVENTS_PATH = b"/api/events"
+# Seconds a connection may stay silent (no request in progress) before it is closed.
+IDLE_TIMEOUT = 60.0
 
 
 def terminated_input(app: Callable[..., Any]) -> Callable[..., Any]:
@@ -67,7 +70,8 @@ class CommanderRoot(Resource):
 
 
 def make_site(app: Flask, *, reactor: Any, threadpool: ThreadPool,
-              heartbeat: float = 15.0) -> Site:
+              heartbeat: float = 15.0, timeout: float = IDLE_TIMEOUT,
+              head_timeout: float = DEFAULT_HEAD_TIMEOUT) -> Site:
     """A ``Site`` serving ``app`` at the root, its views running in ``threadpool``; plus
     ``/api/events`` when the app was built with a live feed."""
     resource: Resource = WSGIResource(reactor, threadpool, terminated_input(app))
@@ -77,7 +81,8 @@ def make_site(app: Flask, *, reactor: Any, threadpool: ThreadPool,
         events = EventStreamResource(feed=live, authorize=extension["authorize"],
                                      clock=reactor, heartbeat=heartbeat)
         resource = CommanderRoot(wsgi=resource, events=events)
-    site = CommanderSite(resource, max_body=app.config["MAX_CONTENT_LENGTH"], reactor=reactor)
+    site = CommanderSite(resource, max_body=app.config["MAX_CONTENT_LENGTH"],
+                         timeout=timeout, head_timeout=head_timeout, reactor=reactor)
     # Flask answers its own errors; Twisted must never put a traceback in a response.
     site.displayTracebacks = False
     return site

@@ -1,8 +1,10 @@
 """What the commander's connection refuses or allows before Flask runs, over real sockets:
-bodies over the limit, chunked bodies, and absolute-form targets."""
+bodies over the limit, chunked bodies, slow heads, idle connections, absolute-form targets,
+and an event stream outliving the timeouts."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from base64 import b64encode
@@ -13,6 +15,7 @@ from scrapoxy_server.commander.app import MAX_BODY_BYTES
 from tests.commander.conftest import PASSWORD, USERNAME
 from tests.commander.fakes import FakeControl, instance
 from tests.commander.served import serve_commander
+from tests.commander.sse_client import EventStream
 
 AUTH_LINE = b"Authorization: Basic " + b64encode(f"{USERNAME}:{PASSWORD}".encode()) + b"\r\n"
 
@@ -20,7 +23,8 @@ AUTH_LINE = b"Authorization: Basic " + b64encode(f"{USERNAME}:{PASSWORD}".encode
 @pytest.fixture
 def served(reactor_thread):
     control = FakeControl(instances=[instance("p1")])
-    with serve_commander(reactor_thread, control, threads=2) as served:
+    with serve_commander(reactor_thread, control, threads=2, heartbeat=0.2,
+                         timeout=0.6, head_timeout=0.4) as served:
         yield served
 
 
@@ -101,6 +105,55 @@ def test_chunked_body_reaches_flask(served):
     assert response.request.headers["Transfer-Encoding"] == "chunked"
     assert response.status_code == 200
     assert response.json() == {"min": 1, "required": 1, "max": 5}
+
+
+# --- time ----------------------------------------------------------------------------------
+
+def test_request_head_trickled_past_the_head_timeout_gets_json_408_and_close(served):
+    sock = connect(served)
+    sock.sendall(b"GET /api/scaling HTTP/1.1\r\n")
+    deadline = time.monotonic() + 3
+    # One header line every 0.1 s: never idle for the 0.6 s timeout, but slow overall.
+    while not select.select([sock], [], [], 0.1)[0]:
+        assert time.monotonic() < deadline, "the slow head was never cut"
+        sock.sendall(b"X-Slow: 1\r\n")
+    error = assert_json_error(read_until_closed(sock), 408, "timeout")
+    assert "head" in error["message"]
+
+
+def test_silent_connection_is_closed_after_the_idle_timeout(served):
+    sock = connect(served)
+    started = time.monotonic()
+    assert read_until_closed(sock) == b""
+    assert 0.4 < time.monotonic() - started < 3
+
+
+def test_keep_alive_connection_waiting_between_requests_is_still_served(served):
+    session = served.session()
+    assert session.get(f"{served.base}/api/scaling", timeout=5).status_code == 200
+    time.sleep(0.5)  # longer than the head timeout, shorter than the idle one
+    response = session.get(f"{served.base}/api/scaling", timeout=5)
+    assert response.status_code == 200 and response.json()["max"] == 3
+
+
+def test_event_stream_stays_open_past_the_idle_and_head_timeouts(served):
+    session = served.session()
+    stream = EventStream(session, f"{served.base}/api/events", read_timeout=5)
+    try:
+        for _ in range(3):
+            stream.next_event()
+        time.sleep(1.5)  # well past both timeouts; only heartbeats flow
+        session.patch(f"{served.base}/api/scaling", json={"required": 2}, timeout=5)
+        assert stream.until("scaling", timeout=5).data["required"] == 2
+        assert stream.comments >= 3  # heartbeats kept coming
+    finally:
+        stream.close()
+
+
+def test_default_timeouts_are_a_minute_idle_and_twenty_seconds_for_a_head(reactor_thread):
+    with serve_commander(reactor_thread, FakeControl()) as served:
+        assert served.site.timeOut == 60
+        assert served.site.head_timeout == 20
 
 
 # --- request targets -----------------------------------------------------------------------
