@@ -394,8 +394,9 @@ def validate(config: Config) -> None:
                           f"got {_show(config.master.processes, '')}")
     if config.master.processes > 1 and not reuseport_supported():
         raise ConfigError("master.processes", "needs SO_REUSEPORT, which this system lacks")
-    if config.master.auth is not None and not config.master.auth.username:
-        raise ConfigError("master.auth.username", "must not be empty")
+    if config.master.auth is not None:
+        _check_scraper_username(config.master.auth.username)
+    _check_basic_username("commander.username", config.commander.username)
     validate_scaling(
         {"min": config.scaling.min, "required": config.scaling.required, "max": config.scaling.max},
         prefix="scaling.",
@@ -444,8 +445,35 @@ def validate(config: Config) -> None:
         )
 
 
+def _check_basic_username(path: str, username: str) -> None:
+    """HTTP Basic sends ``user:password`` and splits it at the first colon (RFC 7617): a
+    username with a colon could never log in, and every client would be locked out."""
+    if ":" in username:
+        raise ConfigError(path, "must not contain ':' (HTTP Basic splits the username from "
+                                "the password at the first colon, RFC 7617)")
+
+
+def _check_scraper_username(username: str) -> None:
+    from scrapoxy_server.master.auth import SESSION_MARK
+
+    if not username:
+        raise ConfigError("master.auth.username", "must not be empty")
+    _check_basic_username("master.auth.username", username)
+    if SESSION_MARK in username:
+        # The master reads USER;session=TOKEN as a session token: such a user never matches.
+        raise ConfigError("master.auth.username",
+                          f"must not contain {SESSION_MARK!r} (it marks a session token)")
+
+
 def _validate_awsec2(provider: AwsEc2ProviderConfig, path: str) -> None:
+    from scrapoxy_server.providers.awsec2_userdata import SAFE_SECRET_RULE, is_safe_secret
+
     _check_port(f"{path}.port", provider.port)
+    # Written into the instance's proxy config: checked here too, so the error names the key.
+    if not is_safe_secret(provider.instance_username):
+        raise ConfigError(f"{path}.instance_username", f"must be {SAFE_SECRET_RULE}")
+    if provider.instance_password is not None and not is_safe_secret(provider.instance_password):
+        raise ConfigError(f"{path}.instance_password", f"must be {SAFE_SECRET_RULE}")
     if provider.proxy not in ("tinyproxy", "squid"):
         raise ConfigError(f"{path}.proxy", "must be 'tinyproxy' or 'squid'")
     if provider.allowed_cidr is None:

@@ -61,6 +61,15 @@ class _JSONProvider(DefaultJSONProvider):
         return DefaultJSONProvider.default(o)
 
 
+class _CommanderFlask(Flask):
+    def make_default_options_response(self) -> Response:
+        """``OPTIONS`` answers 204 with ``Allow`` (RFC 9110 section 9.3.7), not Flask's 200
+        with an empty text/html body: no body, so nothing that is not JSON under ``/api``."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        return response
+
+
 def _unauthorized(message: str) -> Response:
     response = error_response(401, "auth", message)
     if request.headers.get("X-Requested-With") == "XMLHttpRequest":
@@ -113,7 +122,7 @@ def create_app(
     stats = live.stats if live is not None else None
     registry = metrics_registry(lambda: commander.call(gather, stats, commander.control))
 
-    app = Flask(__name__, static_folder="static", template_folder="templates")
+    app = _CommanderFlask(__name__, static_folder="static", template_folder="templates")
     app.json = _JSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 

@@ -22,6 +22,7 @@ CODES: dict[int, str] = {
     401: "auth",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     413: "too_large",
     415: "unsupported_media_type",
 }

@@ -31,6 +31,7 @@ MAX_STREAMS = 64
 # A client that reads slower than events come is dropped once this much waits for it.
 MAX_PENDING_BYTES = 4 * 1024 * 1024
 REALM = "scrapoxy"
+ALLOW = b"GET, OPTIONS"
 
 
 def _json_error(request: Request, status: int, code: str, message: str) -> bytes:
@@ -71,8 +72,8 @@ class EventStreamResource(Resource):
 
     def render(self, request: Request) -> bytes | int:
         """Every method lands here (``Resource.render`` would answer other methods with
-        Twisted's HTML 405 or 501): auth first, as for the rest of ``/api``, then JSON 405
-        with ``Allow`` for anything but GET."""
+        Twisted's HTML 405 or 501): auth first, as for the rest of ``/api``, then 204 with
+        ``Allow`` for OPTIONS, JSON 405 with ``Allow`` for anything but GET."""
         header = _text(request.getHeader(b"authorization"))
         if not self._authorize(header):
             body = _json_error(request, 401, "auth", "authentication required (HTTP Basic)"
@@ -81,8 +82,13 @@ class EventStreamResource(Resource):
                       else "Basic")
             request.setHeader(b"WWW-Authenticate", f'{scheme} realm="{REALM}"'.encode())
             return body
+        if request.method == b"OPTIONS":
+            # As the Flask views answer it: 204 and what would work, no body.
+            request.setResponseCode(204)
+            request.setHeader(b"Allow", ALLOW)
+            return b""
         if request.method != b"GET":
-            request.setHeader(b"Allow", b"GET")
+            request.setHeader(b"Allow", ALLOW)
             method = request.method.decode("latin-1")[:16]
             return _json_error(request, 405, "method_not_allowed",
                                f"{method} is not allowed on /api/events (use GET)")

@@ -8,6 +8,12 @@ it at shutdown (``reactor.addSystemEventTrigger("during", "shutdown", threadpool
 ``GET /api/events`` is served by ``sse.EventStreamResource`` on the reactor itself (a
 stream would otherwise hold a pool thread as long as a browser tab stays open):
 ``CommanderRoot`` routes that one path to it and everything else to the WSGI app.
+
+The Site is a ``channel.CommanderSite``: bodies above the app's ``MAX_CONTENT_LENGTH`` are
+refused before they are read, slow request heads get 408, idle connections close after
+``timeout`` seconds. Twisted hands the app a body it has read whole, so the WSGI environ
+says so (``wsgi.input_terminated``): without it Werkzeug would see a chunked body, which has
+no ``Content-Length``, as empty.
 """
 from __future__ import annotations
 
@@ -21,9 +27,23 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.wsgi import WSGIResource
 
+from .channel import DEFAULT_HEAD_TIMEOUT, CommanderSite
 from .sse import EventStreamResource
 
 EVENTS_PATH = b"/api/events"
+# Seconds a connection may stay silent (no request in progress) before it is closed.
+IDLE_TIMEOUT = 60.0
+
+
+def terminated_input(app: Callable[..., Any]) -> Callable[..., Any]:
+    """The WSGI app, told that ``wsgi.input`` ends where the body ends (PEP 3333's
+    extension, honoured by Werkzeug): Twisted buffered the whole body before calling it."""
+
+    def with_terminated_input(environ: dict, start_response: Callable[..., Any]) -> Any:
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+
+    return with_terminated_input
 
 
 class CommanderRoot(Resource):
@@ -50,17 +70,19 @@ class CommanderRoot(Resource):
 
 
 def make_site(app: Flask, *, reactor: Any, threadpool: ThreadPool,
-              heartbeat: float = 15.0) -> Site:
+              heartbeat: float = 15.0, timeout: float = IDLE_TIMEOUT,
+              head_timeout: float = DEFAULT_HEAD_TIMEOUT) -> Site:
     """A ``Site`` serving ``app`` at the root, its views running in ``threadpool``; plus
     ``/api/events`` when the app was built with a live feed."""
-    resource: Resource = WSGIResource(reactor, threadpool, app)
+    resource: Resource = WSGIResource(reactor, threadpool, terminated_input(app))
     extension = app.extensions.get("scrapoxy") or {}
     live = extension.get("live")
     if live is not None:
         events = EventStreamResource(feed=live, authorize=extension["authorize"],
                                      clock=reactor, heartbeat=heartbeat)
         resource = CommanderRoot(wsgi=resource, events=events)
-    site = Site(resource)
+    site = CommanderSite(resource, max_body=app.config["MAX_CONTENT_LENGTH"],
+                         timeout=timeout, head_timeout=head_timeout, reactor=reactor)
     # Flask answers its own errors; Twisted must never put a traceback in a response.
     site.displayTracebacks = False
     return site

@@ -18,16 +18,22 @@ PROXIES = ("tinyproxy", "squid")
 
 # Credentials end up in proxy config files and in a single-quoted shell word; restricting the
 # alphabet keeps both free of quoting problems (no spaces, quotes, ':' or '$').
+# (No ':' either: the proxies read Basic credentials as user:password, RFC 7617.)
 _SAFE_SECRET = re.compile(r"[A-Za-z0-9._~+=-]{1,128}")
+SAFE_SECRET_RULE = "1..128 characters of A-Z a-z 0-9 . _ ~ + = -"
+
+
+def is_safe_secret(value: str) -> bool:
+    return isinstance(value, str) and _SAFE_SECRET.fullmatch(value) is not None
 
 
 def check_credentials(*, username: str, password: str) -> None:
     """Raise ``ValueError`` when a credential cannot be written safely into the proxy config."""
-    if not _SAFE_SECRET.fullmatch(username):
-        raise ValueError("instance_username must be 1..128 characters of A-Z a-z 0-9 . _ ~ + = -")
-    if not _SAFE_SECRET.fullmatch(password):
+    if not is_safe_secret(username):
+        raise ValueError(f"instance_username must be {SAFE_SECRET_RULE}")
+    if not is_safe_secret(password):
         # The message must not echo the password.
-        raise ValueError("instance_password must be 1..128 characters of A-Z a-z 0-9 . _ ~ + = -")
+        raise ValueError(f"instance_password must be {SAFE_SECRET_RULE}")
 
 
 def build_user_data(*, proxy: str, port: int, username: str, password: str,

@@ -65,6 +65,9 @@ def parse_proxy_url(url: str) -> tuple[Address, Credentials | None]:
         username = unquote(parts.username or "")
         if not username:
             raise ValueError(f"username is empty in {shown}")
+        if ":" in username:
+            # Sent upstream as Basic user:password, split at the first colon (RFC 7617).
+            raise ValueError(f"username must not contain ':' (%3A) in {shown}")
         credentials = Credentials(username=username, password=unquote(parts.password or ""))
     return Address(hostname=hostname, port=port), credentials
 

@@ -3,7 +3,8 @@
 ``serve_commander`` builds what the composition root builds for the commander (a
 ``LiveFeed``, the Flask app, the ``Site`` with ``/api/events``) on the session's reactor
 thread, and listens on a free loopback port. Used by the event-stream, thread-safety,
-original-client and GUI tests.
+original-client, connection-limit and GUI tests; ``site_options`` go to ``make_site`` (short
+timeouts for the connection-limit tests).
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def serve_commander(reactor_thread: Any, control: Any, *,
                     config_view: Callable[[], dict] | None = None,
                     config_update: Callable[[dict], dict] | None = None,
                     threads: int = 4, heartbeat: float = 15.0,
-                    capacity: int = 1000, interval: float = 1.0) -> Iterator[Served]:
+                    capacity: int = 1000, interval: float = 1.0,
+                    **site_options: Any) -> Iterator[Served]:
     reactor = reactor_thread.reactor
     stats = Stats()
     live = LiveFeed(clock=reactor, stats=stats, config_view=config_view, capacity=capacity,
@@ -52,7 +54,8 @@ def serve_commander(reactor_thread: Any, control: Any, *,
                      config_update=config_update, live=live)
     pool = ThreadPool(minthreads=1, maxthreads=threads, name="commander-test")
     pool.start()
-    site = make_site(app, reactor=reactor, threadpool=pool, heartbeat=heartbeat)
+    site = make_site(app, reactor=reactor, threadpool=pool, heartbeat=heartbeat,
+                     **site_options)
     port = reactor_thread.call(reactor.listenTCP, 0, site, interface="127.0.0.1")
     reactor_thread.call(live.start, control)
     try:

@@ -54,6 +54,8 @@ def test_get_config_never_shows_a_proxy_password(client):
     ('{"master": {"auth": "u:hunter2-secret"}}', "master.auth"),
     ('{"providers": [{"type": "static", "name": "mine", '
      '"proxies": ["http://bob:hunter2-secret@127.0.0.1:0"]}]}', "providers[0].proxies[0]"),
+    ('{"master": {"auth": {"username": "u:x", "password": "hunter2-secret"}}}',
+     "master.auth.username"),
 ])
 def test_a_refused_secret_is_named_but_never_echoed(client, body, field):
     response = client.patch("/api/config", data=body, headers=AUTH)

@@ -23,6 +23,21 @@ def test_wrong_method_is_json_405_with_allow(client, auth):
     assert "PATCH" in response.headers["Allow"]
 
 
+def test_options_is_204_with_allow_and_no_html(client, auth):
+    response = client.options("/api/scaling", headers=auth)
+    assert response.status_code == 204
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "PATCH"}
+    assert "Content-Type" not in response.headers
+    assert response.get_data() == b""
+
+
+def test_options_without_credentials_is_json_401(client):
+    response = client.options("/api/scaling")
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "auth"
+    assert "Allow" not in response.headers
+
+
 def test_get_on_stop_is_json_405(client, auth):
     response = client.get("/api/instances/stop", headers=auth)
     assert response.status_code == 405

@@ -134,14 +134,22 @@ def test_paths_near_the_stream_still_reach_flask(served):
     assert session.get(f"{served.base}/api/scaling", timeout=5).json()["max"] == 3
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "BREW"])
 def test_other_methods_on_the_stream_get_json_405_with_allow(served, method):
     session = served.session()
     response = session.request(method, f"{served.base}/api/events", timeout=5)
     assert response.status_code == 405
-    assert response.headers["Allow"] == "GET"
+    assert response.headers["Allow"] == "GET, OPTIONS"
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["error"] == "method_not_allowed"
+
+
+def test_options_on_the_stream_is_204_with_allow_and_no_body(served):
+    response = served.session().options(f"{served.base}/api/events", timeout=5)
+    assert response.status_code == 204
+    assert response.headers["Allow"] == "GET, OPTIONS"
+    assert "Content-Type" not in response.headers
+    assert response.content == b""
 
 
 def test_other_methods_on_the_stream_without_auth_get_json_401_first(served):

@@ -30,9 +30,16 @@ def test_parse_plain_url_gives_address_and_no_credentials():
 
 
 def test_parse_percent_decodes_credentials():
-    address, credentials = parse_proxy_url("http://us%3Aer:p%40ss%2Fw@proxy.example.com:8080/")
+    address, credentials = parse_proxy_url("http://us%40er:p%40ss%2Fw%3A@proxy.example.com:8080/")
     assert address == Address("proxy.example.com", 8080)
-    assert credentials == Credentials(username="us:er", password="p@ss/w")
+    assert credentials == Credentials(username="us@er", password="p@ss/w:")
+
+
+def test_parse_refuses_a_colon_in_the_username_basic_could_not_send():
+    # Sent upstream as Basic "us:er:pw", the proxy would read user "us" (RFC 7617).
+    with pytest.raises(ValueError, match="username must not contain ':'") as info:
+        parse_proxy_url("http://us%3Aer:hunter2@proxy.example.com:8080/")
+    assert "hunter2" not in str(info.value)
 
 
 def test_parse_username_without_password_has_empty_password():
