@@ -498,7 +498,7 @@ class Exchange:
                 "the master's credentials for it are wrong or missing", status=502,
                 code="upstream"))
             return
-        failure = None if self.target.tls else instance_error(head)
+        failure = None if self.target.tls else instance_error(head, buffer)
         if failure is not None:
             status, said = failure
             # The instance answered (it works); the target did not.

@@ -29,3 +29,11 @@ def test_an_instances_own_error_is_recognised_by_its_mark(response, expected):
 ])
 def test_the_sites_own_answers_pass(response):
     assert instance_error(response) is None
+
+
+def test_scrapoxy_instances_message_is_kept_when_its_body_came_with_the_head():
+    response = head(502, (b"x-scrapoxy-error", b"upstream"))
+    body = b'{"error": "upstream", "message": "cannot connect to h:9: ConnectionRefusedError"}'
+    assert instance_error(response, body) == (
+        502, "scrapoxy-instance 502 cannot connect to h:9: ConnectionRefusedError")
+    assert instance_error(response, body[:20]) == (502, "scrapoxy-instance 502 upstream")
