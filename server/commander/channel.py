@@ -134,8 +134,17 @@ class CommanderSite(Site):
     protocol = CommanderChannel
     requestFactory = CommanderRequest
 
+    # Health checks fetch /ip through every instance every couple of seconds: a line each
+    # would bury everything else in the log. Their failures are still logged.
+    QUIET_PATHS = frozenset({b"/ip", b"/healthz"})
+
     def __init__(self, resource: Any, *, max_body: int, timeout: float,
                  head_timeout: float = DEFAULT_HEAD_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(resource, timeout=timeout, **kwargs)
         self.max_body = max_body
         self.head_timeout = head_timeout
+
+    def log(self, request: Any) -> None:
+        if request.path in self.QUIET_PATHS and request.code < 400:
+            return
+        super().log(request)

@@ -91,3 +91,32 @@ def test_a_204_answer_carries_no_content_type_and_no_body(served):
     assert response.status_code == 204
     assert "Content-Type" not in response.headers
     assert response.content == b""
+
+
+def test_health_check_probes_leave_no_access_log_line_but_api_calls_do(served):
+    """/ip is fetched through every instance every couple of seconds: one line each would
+    bury the log; an API call keeps its line."""
+    import time
+
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    base, _ = served
+    lines: list[str] = []
+
+    def observer(event):
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        session = requests.Session()
+        session.trust_env = False
+        assert session.get(f"{base}/ip", timeout=5).status_code == 200
+        assert session.get(f"{base}/api/instances", auth=(USERNAME, PASSWORD),
+                           timeout=5).status_code == 200
+        deadline = time.monotonic() + 5
+        while not any("/api/instances" in line for line in lines):
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert not any('"GET /ip ' in line for line in lines), lines
