@@ -314,13 +314,17 @@ def median_point(points: list):
     return chosen
 
 
+QUIET_INTERVAL = 60.0
+
+
 def pool_size(args, lab: Lab, *, origin, squid, check_url: str, record) -> dict:
     """Throughput at the top concurrency, 1 KiB, with 3 and ``--pool-size`` static instances.
 
     Every instance is the same squid (the static provider gives duplicates ids with ``#N``).
     Two comparisons:
 
-    - checks quiet (interval 1 h; the first round at start still makes them alive): both
+    - checks quiet (interval 60 s, a check per instance a minute; the round at start makes
+      them alive, and one whose first check failed in the start-up rush gets another): both
       masters run side by side and are measured in alternating rounds, so drift hits both
       alike. This isolates the request path (instance choice, upstream connection pools).
     - checks every 2 s (the default: what production pays, one check per instance per
@@ -351,7 +355,7 @@ def pool_size(args, lab: Lab, *, origin, squid, check_url: str, record) -> dict:
     try:
         print(f"pool size, checks quiet: {sizes[0]} vs {sizes[1]} instances side by side, "
               f"{args.repeat} round(s)", flush=True)
-        masters = [start(count, 3600.0) for count in sizes]
+        masters = [start(count, QUIET_INTERVAL) for count in sizes]
         time.sleep(1.0)
         runs: dict[int, list] = {count: [] for count in sizes}
         for _ in range(args.repeat):
