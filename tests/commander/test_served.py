@@ -96,9 +96,9 @@ def test_a_204_answer_carries_no_content_type_and_no_body(served):
 def test_health_check_probes_leave_no_access_log_line_but_api_calls_do(served):
     """/ip is fetched through every instance every couple of seconds: one line each would
     bury the log; an API call keeps its line."""
-    import time
-
     from twisted.logger import formatEvent, globalLogPublisher
+
+    from tests.support import wait_until
 
     base, _ = served
     lines: list[str] = []
@@ -113,10 +113,8 @@ def test_health_check_probes_leave_no_access_log_line_but_api_calls_do(served):
         assert session.get(f"{base}/ip", timeout=5).status_code == 200
         assert session.get(f"{base}/api/instances", auth=(USERNAME, PASSWORD),
                            timeout=5).status_code == 200
-        deadline = time.monotonic() + 5
-        while not any("/api/instances" in line for line in lines):
-            assert time.monotonic() < deadline, lines
-            time.sleep(0.05)
+        wait_until(lambda: any("/api/instances" in line for line in lines), timeout=5,
+                   message="the API call's access log line")
     finally:
         globalLogPublisher.removeObserver(observer)
     assert not any('"GET /ip ' in line for line in lines), lines
