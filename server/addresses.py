@@ -5,6 +5,7 @@ wildcard bind (``0.0.0.0``, ``::``) answers on loopback, any other address only 
 """
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import quote
 
 WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
@@ -28,3 +29,12 @@ def http_url(host: str, port: int, *, username: str | None = None,
 def commander_ip_url(commander_host: str, commander_port: int) -> str:
     """The commander's ``/ip`` echo as seen from this machine (the default check URL)."""
     return http_url(reachable_host(commander_host), commander_port) + "/ip"
+
+
+def is_ip_address(text: str) -> bool:
+    """``text`` is an IPv4 or IPv6 address (no brackets), not a host name."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -6,7 +6,6 @@ sit on the default ports. A blocking command-line tool (it runs outside the serv
 """
 from __future__ import annotations
 
-import ipaddress
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .addresses import commander_ip_url, http_url, reachable_host
+from .addresses import commander_ip_url, http_url, is_ip_address, reachable_host
 from .config import Config
 
 
@@ -90,7 +89,7 @@ def run_test(*, targets: Targets, count: int) -> int:
             print(f"  [{i}/{count}] {reason} via {name}: {text}", flush=True)
             continue
         body = response.text.strip()
-        if not _is_ip(body):
+        if not is_ip_address(body):
             failures[NOT_AN_ADDRESS] += 1
             print(f"  [{i}/{count}] via {name}: the answer is not an IP address: "
                   f"{' '.join(body.split())[:60]!r}", flush=True)
@@ -111,14 +110,6 @@ def run_test(*, targets: Targets, count: int) -> int:
 
 
 NOT_AN_ADDRESS = "answer not an IP address"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _error_of(response: requests.Response) -> tuple[str | None, str]:

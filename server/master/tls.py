@@ -1,7 +1,6 @@
 """TLS toward targets in HTTPS-by-header mode: one connection creator per hostname, cached."""
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from OpenSSL import SSL, crypto
@@ -13,6 +12,7 @@ from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
+from ..addresses import is_ip_address
 from .http1 import HttpError
 
 _MAX_CACHED = 4096
@@ -38,7 +38,7 @@ class _Unverified:
     def __init__(self, hostname: str, context: SSL.Context) -> None:
         self._hostname = hostname.encode("idna")
         self._context = context
-        self._sni = not _is_ip(hostname)
+        self._sni = not is_ip_address(hostname)
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)
@@ -62,7 +62,7 @@ class _Verified:
     def __init__(self, hostname: str, trust: Any) -> None:
         self._inner = ssl.optionsForClientTLS(hostname, trustRoot=trust)
         try:
-            self._id = IPAddress_ID(hostname) if _is_ip(hostname) else DNS_ID(hostname)
+            self._id = IPAddress_ID(hostname) if is_ip_address(hostname) else DNS_ID(hostname)
         except ValueError as exc:
             raise HttpError(f"not a host name TLS can verify: {hostname!r} ({exc})") from None
 
@@ -90,14 +90,6 @@ def _name_check(tls_protocol: Any, service_id: Any) -> Any:
         return True
 
     return verify
-
-
-def _is_ip(hostname: str) -> bool:
-    try:
-        ipaddress.ip_address(hostname)
-    except ValueError:
-        return False
-    return True
 
 
 class TlsCreators:
