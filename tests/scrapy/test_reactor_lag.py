@@ -21,6 +21,7 @@ from scrapoxy_scrapy.commander import CommanderClient
 from scrapoxy_scrapy.pool import PoolGate
 from scrapoxy_scrapy.reactor_commander import ReactorCommanderClient
 from tests.scrapy.fake_commander import FakeCommander
+from tests.support import wait_until
 
 SLOW_S = 0.5
 # A shared CI machine can delay any thread by tens of ms; a blocking call stalls by SLOW_S.
@@ -91,10 +92,8 @@ def test_commander_calls_from_middlewares_do_not_stall_the_reactor(reactor_threa
     reactor_thread.call(probe.start)
     elapsed = reactor_thread.call(lambda: defer.ensureDeferred(commander_traffic(client, reactor)))
     # The two ban stops may still be in flight: wait for the fake to see them.
-    deadline = time.monotonic() + 5
-    while sum(1 for m, p, _ in slow_commander.calls if p == "/api/instances/stop") < 2:
-        assert time.monotonic() < deadline, slow_commander.calls
-        time.sleep(0.05)
+    wait_until(lambda: sum(1 for _m, p, _ in slow_commander.calls
+                           if p == "/api/instances/stop") >= 2, timeout=5)
     time.sleep(SLOW_S + 0.1)
     reactor_thread.call(probe.stop)
 
@@ -110,7 +109,8 @@ def test_lag_probe_sees_a_blocking_call_on_the_reactor_thread(reactor_thread, sl
     probe = LagProbe(reactor_thread.reactor)
     reactor_thread.call(probe.start)
     blocking = CommanderClient(slow_commander.url, timeout=5)
-    reactor_thread.call(lambda: task.deferLater(reactor_thread.reactor, 0.05, blocking.scaling))
-    time.sleep(0.05)
+    # The blocking call runs on the reactor thread; the probe's overdue tick fires in the same
+    # reactor iteration, before the stop that the test thread queues once the call returned.
+    reactor_thread.call(blocking.scaling)
     reactor_thread.call(probe.stop)
     assert probe.max_lag_s >= SLOW_S * 0.8
