@@ -430,6 +430,19 @@ def validate(config: Config) -> None:
         if isinstance(provider, AwsEc2ProviderConfig):
             _validate_awsec2(provider, f"providers[{i}]")
     _check_reachable_check_url(config)
+    if config.master.ca_file == "":
+        raise ConfigError("master.ca_file", "must not be empty: give a PEM file, or remove the key")
+    if config.commander.password == "":
+        raise ConfigError("commander.password",
+                          "must not be empty: set a password, or remove the key to have one "
+                          "generated at each start")
+    if config.master.ca_file is not None:
+        from scrapoxy_server.master.tls import TlsSetupError, client_context
+
+        try:
+            client_context(verify=True, ca_file=config.master.ca_file)
+        except TlsSetupError as exc:
+            raise ConfigError("master.ca_file", str(exc)) from None
     if not is_loopback(config.master.host) and config.master.auth is None and not config.master.allow_public:
         raise ConfigError(
             "master.host",

@@ -1,14 +1,17 @@
-"""TLS toward targets in HTTPS-by-header mode: one connection creator per hostname, cached."""
+"""TLS toward targets in HTTPS-by-header mode: one connection creator per hostname, cached.
+
+One OpenSSL context serves every target: it is built when the master starts, so a CA bundle
+that cannot be loaded stops the start (``TlsSetupError``) instead of failing each request.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from service_identity.exceptions import VerificationError
 from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
 from service_identity.pyopenssl import extract_patterns
-from twisted.internet import ssl
 from twisted.python.failure import Failure
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
@@ -18,39 +21,39 @@ from .http1 import HttpError
 _MAX_CACHED = 4096
 
 
-@implementer(IOpenSSLTrustRoot)
-class _SystemPlusFile:
-    """The system trust store plus an extra PEM bundle (e.g. a private or test CA)."""
+class TlsSetupError(ValueError):
+    """The trust store cannot be built (an unreadable or malformed CA bundle)."""
 
-    def __init__(self, ca_file: str | None) -> None:
-        self._ca_file = ca_file
 
-    def _addCACertsToContext(self, context: SSL.Context) -> None:
-        context.set_default_verify_paths()
-        if self._ca_file:
-            context.load_verify_locations(self._ca_file)
+def client_context(*, verify: bool, ca_file: str | None) -> SSL.Context:
+    """The context for connections to targets: verifying against the system store plus
+    ``ca_file``, or (``verify=False``) accepting any certificate."""
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_options(SSL.OP_NO_COMPRESSION)
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)  # idle connections hold no TLS buffers
+    if not verify:
+        context.set_verify(SSL.VERIFY_NONE, lambda *args: True)
+        return context
+    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: args[-1])
+    context.set_default_verify_paths()
+    if ca_file:
+        try:
+            context.load_verify_locations(ca_file)
+        except SSL.Error as exc:
+            raise TlsSetupError(f"cannot load {ca_file!r} as a PEM bundle of CA certificates: "
+                                f"{_openssl_reason(exc)}") from None
+    return context
+
+
+def _openssl_reason(exc: SSL.Error) -> str:
+    """The first reason OpenSSL gives ("no such file", "no certificate or crl found")."""
+    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    return next((entry[2] for entry in errors if len(entry) > 2 and entry[2]), str(exc))
 
 
 @implementer(IOpenSSLClientConnectionCreator)
-class _Unverified:
-    """SNI without certificate checks, for ``master.tls_verify = false``."""
-
-    def __init__(self, hostname: str, context: SSL.Context) -> None:
-        self._hostname = hostname.encode("idna")
-        self._context = context
-        self._sni = not is_ip_address(hostname)
-
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        if self._sni:
-            connection.set_tlsext_host_name(self._hostname)
-        connection.set_app_data(tlsProtocol)
-        return connection
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _Verified:
-    """Twisted's client TLS options, with a name check that fails closed.
+class _ClientTls:
+    """SNI for host names and, when verifying, a name check that fails closed.
 
     Twisted's own check lets the handshake go on when the certificate has no
     subjectAltName at all (service_identity raises CertificateError, not VerificationError;
@@ -59,18 +62,32 @@ class _Verified:
     the name fails the handshake, with the cause as the connection's error.
     """
 
-    def __init__(self, hostname: str, trust: Any) -> None:
-        self._inner = ssl.optionsForClientTLS(hostname, trustRoot=trust)
-        try:
-            self._id = IPAddress_ID(hostname) if is_ip_address(hostname) else DNS_ID(hostname)
-        except ValueError as exc:
-            raise HttpError(f"not a host name TLS can verify: {hostname!r} ({exc})") from None
+    __slots__ = ("_context", "_id", "_sni")
+
+    def __init__(self, hostname: str, context: SSL.Context, *, verify: bool) -> None:
+        self._context = context
+        is_ip = is_ip_address(hostname)
+        self._sni = None if is_ip else hostname.encode("idna")
+        self._id = None
+        if verify:
+            try:
+                self._id = IPAddress_ID(hostname) if is_ip else DNS_ID(hostname)
+            except ValueError as exc:
+                raise HttpError(f"not a host name TLS can verify: {hostname!r} ({exc})") from None
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = self._inner.clientConnectionForTLS(tlsProtocol)
-        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-                              _name_check(tlsProtocol, self._id))
+        connection = SSL.Connection(self._context, None)
+        if self._sni is not None:
+            connection.set_tlsext_host_name(self._sni)
+        if self._id is not None:
+            connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
+                                  _name_check(tlsProtocol, self._id))
+        connection.set_app_data(tlsProtocol)
         return connection
+
+
+class CertificateNameError(SSL.Error):
+    """The target's certificate, trusted or not, is not valid for the host asked for."""
 
 
 def _name_check(tls_protocol: Any, service_id: Any) -> Any:
@@ -82,37 +99,42 @@ def _name_check(tls_protocol: Any, service_id: Any) -> Any:
             return bool(ok)
         protocol = holder.pop() if holder else None
         try:
-            verify_service_identity(extract_patterns(cert), [service_id], [])
-        except Exception:  # noqa: BLE001 - VerificationError, CertificateError: both refuse
+            patterns = extract_patterns(cert)
+            verify_service_identity(patterns, [service_id], [])
+        except Exception as exc:  # noqa: BLE001 - VerificationError, CertificateError: both refuse
             if protocol is not None:
-                protocol.failVerification(Failure())
+                protocol.failVerification(Failure(_name_error(service_id, exc)))
             return False
         return True
 
     return verify
 
 
+def _name_error(service_id: Any, exc: Exception) -> CertificateNameError:
+    host = getattr(service_id, "hostname", None) or getattr(service_id, "ip", "")
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if isinstance(exc, VerificationError):
+        return CertificateNameError(f"the certificate is not valid for {host}")
+    # CertificateError: no subjectAltName at all, so no host name can match.
+    return CertificateNameError(f"the certificate names no host for {host} to match ({exc})")
+
+
 class TlsCreators:
+    """Connection creators by hostname over one shared context; raises ``TlsSetupError``
+    when the trust store cannot be built."""
+
     def __init__(self, *, verify: bool, ca_file: str | None) -> None:
         self._verify = verify
-        self._trust = _SystemPlusFile(ca_file)
-        self._cache: dict[str, Any] = {}
-        self._unverified_context: SSL.Context | None = None
+        self._context = client_context(verify=verify, ca_file=ca_file)
+        self._cache: dict[str, _ClientTls] = {}
 
-    def for_host(self, hostname: str) -> Any:
+    def for_host(self, hostname: str) -> _ClientTls:
         """The connection creator for ``hostname``; HttpError (400) when no TLS name can be."""
         creator = self._cache.get(hostname)
         if creator is None:
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
-            creator = self._cache[hostname] = self._build(hostname)
+            creator = self._cache[hostname] = _ClientTls(hostname, self._context,
+                                                         verify=self._verify)
         return creator
-
-    def _build(self, hostname: str) -> Any:
-        if self._verify:
-            return _Verified(hostname, self._trust)
-        if self._unverified_context is None:
-            context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-            context.set_verify(SSL.VERIFY_NONE, lambda *args: True)
-            self._unverified_context = context
-        return _Unverified(hostname, self._unverified_context)

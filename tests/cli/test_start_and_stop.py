@@ -115,3 +115,15 @@ def test_instances_die_with_a_server_killed_with_sigkill(server_factory):
     server.process.wait(5)
     assert wait_for(lambda: not any(running(pid) for pid in instances), timeout=5), \
         f"instance processes outlived the killed server: {instances}"
+
+
+def test_a_ca_file_that_cannot_be_loaded_stops_the_start_naming_the_key(tmp_path, lab_ca):
+    path, _ = write_config(tmp_path, lab_ca=lab_ca,
+                           overrides={"master": {"ca_file": str(tmp_path / "missing.pem")}})
+    with server_process(["start", str(path)], cwd=tmp_path) as process:
+        code = process.wait(15)
+        stderr = process.stderr.read().decode()
+        assert code == 2, stderr
+        assert "master.ca_file: cannot load" in stderr and "no such file" in stderr
+        assert "Traceback" not in stderr
+        assert group_members(process.pid) == []

@@ -123,7 +123,7 @@ def start_master(reactor_thread: Any, instance_endpoints: Any,
               idle_timeout: float = 5.0, connect_timeout: float = 3.0,
               auth: tuple[str, str] | None = None, deny: tuple[str, ...] = (),
               allow: tuple[str, ...] = (), access_log: bool = False,
-              trust_lab_ca: bool = True) -> Master:
+              trust_lab_ca: bool = True, tls_verify: bool = True) -> Master:
         base, sources = instance_endpoints
         pool = InstancePool()
         stats = Stats()
@@ -135,7 +135,8 @@ def start_master(reactor_thread: Any, instance_endpoints: Any,
                                     wait_for_instance=wait_for_instance, deny=deny,
                                     allow=allow, access_log=access_log),
             auth=ScraperAuth(username=auth[0], password=auth[1]) if auth else None,
-            tls=TlsCreators(verify=True, ca_file=str(lab_ca.ca_file) if trust_lab_ca else None))
+            tls=TlsCreators(verify=tls_verify,
+                            ca_file=str(lab_ca.ca_file) if trust_lab_ca else None))
         port = reactor_thread.call(reactor_thread.reactor.listenTCP, 0, factory,
                                    interface="127.0.0.1")
         listening.append(port)

@@ -394,6 +394,44 @@ def test_a_trusted_certificate_without_names_is_refused_for_every_host(master, l
     assert "subjectAltName" in response.json()["message"]
 
 
+def by_location(master, url: str) -> requests.Response:
+    """An HTTPS-by-header request for ``url`` through ``master``."""
+    return requests.get(url.replace("https://", "http://", 1), proxies=master.proxies,
+                        headers={"Location": url}, timeout=15)
+
+
+@pytest.mark.parametrize("host, sni", [("localhost", "localhost"), ("127.0.0.1", None)])
+def test_https_by_location_names_a_dns_host_in_sni_and_never_an_address(master, tls_origin,
+                                                                         host, sni):
+    response = by_location(master, f"https://{host}:{tls_origin.port}/headers")
+    assert response.status_code == 200, response.text
+    assert response.json()["sni"] == sni
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_a_trusted_certificate_for_another_name_is_a_502_naming_the_mismatch(master, lab_ca,
+                                                                             host):
+    from tests.lab.origin import Origin
+
+    other = lab_ca.issue("other", dns_names=("other.example",), ip_addresses=("127.0.0.9",))
+    server = Origin(host="127.0.0.1", cert=other)
+    try:
+        response = by_location(master, f"https://{host}:{server.port}/headers")
+    finally:
+        server.close()
+    assert response.status_code == 502, response.text
+    assert response.headers["x-scrapoxy-error"] == "upstream"
+    assert response.json()["message"].endswith(f"the certificate is not valid for {host}")
+
+
+def test_with_tls_verify_off_an_untrusted_certificate_is_accepted_and_sni_still_sent(
+        start_master, tls_origin):
+    master = start_master(trust_lab_ca=False, tls_verify=False)
+    response = by_location(master, f"https://localhost:{tls_origin.port}/headers")
+    assert response.status_code == 200, response.text
+    assert response.json()["sni"] == "localhost"
+
+
 @pytest.mark.parametrize("location", ["https://h/a HTTP/1.0", "https://h/a\tb", "http://h/a b"])
 def test_a_location_with_spaces_or_tabs_is_400_before_any_instance(master, location):
     raw = raw_exchange(master.port, f"GET /x HTTP/1.1\r\nHost: x\r\nLocation: {location}\r\n"
