@@ -536,6 +536,19 @@ def _runs_elsewhere(provider: ProviderConfig) -> bool:
     return False
 
 
+def merge_scaling(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``current`` with ``changes`` applied, not yet validated. A ``required`` the changes do
+    not set follows moved bounds: lowering ``max`` to 3 while the pool is awake at 4 takes
+    ``required`` to 3, instead of refusing the change for a value the user never sent."""
+    merged = {**current, **changes}
+    low, high, required = merged.get("min"), merged.get("max"), merged.get("required")
+    if "required" not in changes and low is not None and high is not None \
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, required)) \
+            and low <= high:
+        merged["required"] = min(max(required, low), high)
+    return merged
+
+
 def validate_scaling(values: dict[str, Any], *, prefix: str = "") -> None:
     """Check a full {min, required, max}; raises ConfigError naming the field."""
     for key in ("min", "required", "max"):

@@ -653,12 +653,7 @@ class Manager:
         for key in changes:
             if key not in SCALING_KEYS:
                 raise ConfigError(str(key), f"unknown key (known: {', '.join(SCALING_KEYS)})")
-        merged: dict[str, Any] = {**self._scaling.as_dict(), **changes}
-        if "required" not in changes:
-            low, high = merged["min"], merged["max"]
-            if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) \
-                    and low <= high:
-                merged["required"] = min(max(merged["required"], low), high)
+        merged = config_module.merge_scaling(self._scaling.as_dict(), changes)
         config_module.validate_scaling(merged)
         scaling = Scaling(min=merged["min"], required=merged["required"], max=merged["max"])
         if scaling == self._scaling:

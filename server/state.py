@@ -42,7 +42,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from .config import Config, ConfigError, deep_merge, from_dict, to_dict
+from .config import Config, ConfigError, deep_merge, from_dict, merge_scaling, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,8 @@ def restore(config: Config, changes: dict[str, Any], *, state_path: Path,
             index = by_name[name]
             plain["providers"][index] = deep_merge(plain["providers"][index], provider_changes)
     merged = deep_merge(plain, patch)
-    _clamp_required(merged["scaling"], set_through_api=patch.get("scaling", {}))
+    if isinstance(patch.get("scaling"), dict) and isinstance(plain.get("scaling"), dict):
+        merged["scaling"] = merge_scaling(plain["scaling"], patch["scaling"])
     try:
         restored = from_dict(merged)
     except ConfigError as exc:
@@ -221,17 +222,6 @@ def restore(config: Config, changes: dict[str, Any], *, state_path: Path,
                     "(delete %s to go back to them)", source, ", ".join(differing),
                     state_path)
     return restored
-
-
-def _clamp_required(scaling: Any, *, set_through_api: Any) -> None:
-    """A ``required`` the API never set follows the restored bounds, as ``PATCH`` does."""
-    if not isinstance(scaling, dict) or not isinstance(set_through_api, dict) \
-            or "required" in set_through_api:
-        return
-    low, high, required = scaling.get("min"), scaling.get("max"), scaling.get("required")
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, required)) \
-            and low <= high:
-        scaling["required"] = min(max(required, low), high)
 
 
 def leaf_paths(changes: dict[str, Any], prefix: str = "") -> list[str]:

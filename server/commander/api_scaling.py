@@ -1,9 +1,10 @@
 """``/api/scaling``: read and change ``{min, required, max}``.
 
 A PATCH is checked twice: its shape here (an object, known keys, integers; no bool, float or
-string), then the merged result against the current values with ``validate_scaling``, in the
-same reactor call as the update so that no other change can slip in between. Every refusal
-is a 400 naming the field, and leaves the scaling untouched.
+string), then by the manager's ``update_scaling`` against the current values, on the reactor
+thread, so that no other change can slip in between. Every refusal is a 400 naming the field,
+and leaves the scaling untouched. A ``required`` the PATCH does not send follows moved bounds
+(``config.merge_scaling``).
 """
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from scrapoxy_server.config import ConfigError, validate_scaling
-from scrapoxy_server.models import Scaling
+from scrapoxy_server.config import ConfigError
 
 from .body import read_json_object
-from .context import Commander, Control
+from .context import Commander
 from .errors import bad_request
 
 FIELDS = ("min", "required", "max")
@@ -39,13 +39,6 @@ def check_scaling_changes(body: dict[str, Any]) -> dict[str, int]:
             raise bad_request(key, f"{key} must not be negative, got {value}")
         changes[key] = value
     return changes
-
-
-def apply_scaling(control: Control, changes: dict[str, int]) -> Scaling | None:
-    """Runs on the reactor thread: validate the merged scaling, then update it."""
-    merged = {**control.get_scaling().as_dict(), **changes}
-    validate_scaling(merged)
-    return control.update_scaling(changes)
 
 
 def blamed_field(error: ConfigError, changes: dict[str, int]) -> str:
@@ -73,7 +66,7 @@ def scaling_blueprint(commander: Commander) -> Blueprint:
     def patch_scaling() -> Response:
         changes = check_scaling_changes(read_json_object(field="body"))
         try:
-            updated = commander.call(apply_scaling, commander.ready_control(), changes)
+            updated = commander.call(commander.ready_control().update_scaling, changes)
         except ConfigError as error:
             raise bad_request(blamed_field(error, changes), error.message) from None
         if updated is None:

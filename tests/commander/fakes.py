@@ -1,7 +1,7 @@
 """A fake manager facade for commander tests: the same contract, state in memory."""
 from __future__ import annotations
 
-from scrapoxy_server.config import validate_scaling
+from scrapoxy_server.config import merge_scaling, validate_scaling
 from scrapoxy_server.models import Scaling
 
 
@@ -31,7 +31,7 @@ class FakeControl:
         return self.scaling
 
     def update_scaling(self, changes: dict) -> Scaling | None:
-        merged = {**self.scaling.as_dict(), **changes}
+        merged = merge_scaling(self.scaling.as_dict(), changes)
         validate_scaling(merged, prefix="scaling.")
         updated = Scaling(**merged)
         if updated == self.scaling:

@@ -15,7 +15,6 @@ import pytest
     pytest.param('{"max": 1000000000}', "max", id="too-large"),
     pytest.param('{"required": 7}', "required", id="required-above-max"),
     pytest.param('{"max": 0}', "max", id="max-below-min-blames-max"),
-    pytest.param('{"min": 2}', "min", id="min-above-required-blames-min"),
     pytest.param('{"maximum": 3}', "maximum", id="unknown-key"),
     pytest.param('[1, 2, 3]', "body", id="array-body"),
     pytest.param('3', "body", id="number-body"),
@@ -52,6 +51,24 @@ def test_partial_patch_keeps_other_fields(client, auth):
     response = client.patch("/api/scaling", json={"required": 3}, headers=auth)
     assert response.status_code == 200
     assert response.get_json() == {"min": 1, "required": 3, "max": 3}
+
+
+@pytest.mark.parametrize(("start", "body", "after"), [
+    pytest.param({"required": 3}, {"max": 2}, {"min": 1, "required": 2, "max": 2},
+                 id="lowering-max-below-an-awake-pool"),
+    pytest.param({}, {"min": 2}, {"min": 2, "required": 2, "max": 3},
+                 id="raising-min-above-a-sleeping-pool"),
+    pytest.param({"required": 3}, {"min": 0, "max": 0}, {"min": 0, "required": 0, "max": 0},
+                 id="min-and-max-to-zero-stops-spending"),
+])
+def test_a_required_the_patch_does_not_send_follows_the_new_bounds(client, auth, start, body,
+                                                                   after):
+    if start:
+        assert client.patch("/api/scaling", json=start, headers=auth).status_code == 200
+    response = client.patch("/api/scaling", json=body, headers=auth)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == after
+    assert client.get("/api/scaling", headers=auth).get_json() == after
 
 
 def test_wake_and_sleep_are_plain_required_patches(client, auth):
