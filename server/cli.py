@@ -123,15 +123,21 @@ file the server was started with (no CONFIG: the embedded default's addresses). 
 when every request got a 200."""
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scrapoxy-server", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"scrapoxy-server {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     init = commands.add_parser("init", help="write a commented configuration template")
-    init.add_argument("path")
+    init.add_argument("path", help="where to write it (an existing file is never overwritten)")
     start = commands.add_parser("start", help="run the server (no PATH: the embedded default)")
-    start.add_argument("path", nargs="?")
-    start.add_argument("--log-level", default=os.environ.get("SCRAPOXY_LOG_LEVEL", "INFO"))
+    start.add_argument("path", nargs="?",
+                       help="config file (TOML, as `init` writes); none: the embedded default")
+    start.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                       default=os.environ.get("SCRAPOXY_LOG_LEVEL", "INFO").upper(),
+                       help="default: INFO, or $SCRAPOXY_LOG_LEVEL")
     test = commands.add_parser(
         "test", help="send requests through the master and count egress IPs",
         description=TEST_DESCRIPTION, usage="%(prog)s [CONFIG] [URL] [--count N] [--master URL]")
@@ -149,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init":
         return _init(Path(args.path))
     if args.command == "start":
+        if args.log_level not in LOG_LEVELS:  # a default from the environment is not checked
+            start.error(f"SCRAPOXY_LOG_LEVEL={args.log_level!r}: must be one of "
+                        f"{', '.join(LOG_LEVELS)}")
         return _start(args.path, log_level=args.log_level)
     return _test(config_path=args.config, url=args.url, count=args.count, master=args.master)
 

@@ -6,6 +6,7 @@ sit on the default ports. A blocking command-line tool (it runs outside the serv
 """
 from __future__ import annotations
 
+import socket
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ def run_test(*, targets: Targets, count: int) -> int:
     if urlsplit(url).scheme not in ("http", "https"):
         print(f"scrapoxy-server test: {url!r} is not an http(s) URL", file=sys.stderr)
         return 2
+    unreachable = _unreachable(targets.master)
+    if unreachable:
+        print(f"scrapoxy-server test: cannot connect to the master at {unreachable}: is the "
+              "server running? (scrapoxy-server start [CONFIG]; give test the same CONFIG, or "
+              "--master)", file=sys.stderr)
+        return 1
     proxies = {"http": targets.master, "https": targets.master}
     egress: Counter[str] = Counter()
     failures: Counter[str] = Counter()
@@ -110,6 +117,17 @@ def run_test(*, targets: Targets, count: int) -> int:
 
 
 NOT_AN_ADDRESS = "answer not an IP address"
+
+
+def _unreachable(master: str) -> str | None:
+    """``host:port (reason)`` when nothing accepts a connection at the master's address."""
+    parts = urlsplit(master)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        return f"{host}:{port} ({exc.strerror or exc})"
+    return None
 
 
 def _error_of(response: requests.Response) -> tuple[str | None, str]:

@@ -107,3 +107,23 @@ def test_a_missing_config_file_is_named():
     result = run_cli("test", "/nonexistent/scrapoxy.toml")
     assert result.returncode == 2
     assert "/nonexistent/scrapoxy.toml" in result.stderr
+
+
+def test_with_no_server_running_it_says_so_once_instead_of_failing_each_request():
+    from tests.support import free_port
+
+    port = free_port()
+    result = run_cli("test", "--master", f"http://127.0.0.1:{port}", "http://127.0.0.1:9/",
+                     "--count", "5")
+    assert result.returncode == 1
+    assert f"cannot connect to the master at 127.0.0.1:{port}" in result.stderr
+    assert "is the server running?" in result.stderr
+    assert "[1/5]" not in result.stdout
+
+
+def test_a_log_level_from_the_environment_is_checked_like_the_option():
+    result = subprocess.run([sys.executable, "-m", "scrapoxy_server.cli", "start"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**server_env(), "SCRAPOXY_LOG_LEVEL": "loud"})
+    assert result.returncode == 2
+    assert "SCRAPOXY_LOG_LEVEL='LOUD': must be one of DEBUG, INFO, WARNING, ERROR" in result.stderr
