@@ -11,8 +11,11 @@ connects, and runs two crawls of the example project through the master:
 1. ``site``: a multi-page site; prints which instance served each page and which client
    addresses the site saw (rotation).
 2. ``account``: a shop that bans a client address after a few requests (429), crawled by three
-   accounts, each with its own session, with the commander's API on: bans stop the banned
-   instance, the manager replaces it, the page is retried elsewhere, and every page arrives.
+   accounts, each with its own session (sessions may share an instance), with the commander's
+   API on: bans stop the banned instance, the manager replaces it, the page is retried
+   elsewhere, and every page arrives.
+
+Ctrl-C, SIGTERM or SIGHUP (a closed terminal) stops the server and its instances too.
 """
 from __future__ import annotations
 
@@ -122,6 +125,10 @@ def main() -> int:
     parser.add_argument("--commander-port", type=int, default=DEFAULT_COMMANDER_PORT,
                         help="port of the commander (0: any free port)")
     args = parser.parse_args()
+    # The server runs in a session of its own (Ctrl-C in the terminal reaches the demo only):
+    # the demo's cleanup must run however it is asked to stop.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
 
     site = _SiteServer(("127.0.0.1", 0), _Site)
     threading.Thread(target=site.serve_forever, daemon=True).start()
@@ -182,7 +189,7 @@ def main() -> int:
         print(f"\nthe shop banned {len(_Site.banned)} addresses; the crawl saw "
               f"{stats.get('scrapoxy/ban/count', 0)} ban answers (an instance may answer more "
               "than one before it stops) and stopped "
-              f"{stats.get('scrapoxy/ban/instance_stopped', 0)} instances; new instances: "
+              f"{stats.get('scrapoxy/ban/instance_stopped', 0)} instances; new instances so far: "
               f"{', '.join(sorted(after - before)) or 'none yet'}")
 
         every = items + accounts
@@ -204,6 +211,10 @@ def main() -> int:
                 os.killpg(server.pid, signal.SIGKILL)
         site.shutdown()
         folder.cleanup()
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _crawl(arguments: list[str], *, env: dict[str, str],

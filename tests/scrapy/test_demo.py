@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +71,30 @@ def test_demo_on_a_busy_port_says_how_to_run_on_free_ones(tmp_path):
     assert result.returncode == 1
     assert "Address already in use" in result.stderr
     assert "--master-port 0 --commander-port 0" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_demo_stopped_by_a_signal_takes_the_server_and_its_folder_with_it(tmp_path, signum):
+    """The server runs in a session of its own, so only the demo's cleanup can stop it: a
+    ``kill`` or a closed terminal must not leave it holding the ports."""
+    demo = subprocess.Popen([*DEMO, "--master-port", "0", "--commander-port", "0"],
+                            cwd=tmp_path, env={**demo_env(tmp_path), "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        while "waiting for 3 alive instances" not in seen:
+            line = demo.stdout.readline()
+            assert line, f"demo ended early: {seen}{demo.stderr.read()}"
+            seen += line
+        demo.send_signal(signum)
+        assert demo.wait(30) == 0
+        stderr = demo.stderr.read()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert "Traceback" not in stderr, stderr
+    leftover = subprocess.run(["pgrep", "-af", str(tmp_path)], capture_output=True, text=True)
+    if leftover.stdout:
+        subprocess.run(["pkill", "-f", str(tmp_path)], check=False)  # do not leak it on failure
+    assert leftover.stdout == "", leftover.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tmp")]

@@ -5,8 +5,9 @@
 Each account logs in (a stand-in: the start page) and reads ``pages`` pages; every request of
 an account carries ``meta["scrapoxy_session"] = ("account", N)``, set once on the first request
 and carried to the follow-ups by ``SessionSpiderMiddleware``. The site sees each account from
-one IP, as a real user would appear. When an instance is banned, BanMiddleware stops it, the
-session is unpinned and the request retried; the session then sticks to the new instance.
+one IP, as a real user would appear, until a ban moves it: BanMiddleware stops the banned
+instance, the session is unpinned and the request retried; the session then sticks to the new
+instance. Sessions pick instances, they do not reserve them: two accounts may share one.
 Items: ``{account, url, status, proxyname}``; a page that still fails (a ban beyond
 ``SCRAPOXY_BAN_RETRY_TIMES``, an error the master made itself) is reported too, with ``error``
 (the ``x-scrapoxy-error`` code, or the exception) and ``message``.
