@@ -85,6 +85,12 @@ max = 0.0
 [[providers]]
 type = "local"
 name = "local"
+# Each instance egresses from its own 127.0.0.N, N counting up from first_source_octet (a
+# replacement takes the next free N: a new address); a site sees distinct client IPs.
+# first_source_octet = 2
+# The command that starts one instance (unset: this Python's scrapoxy-instance); the manager
+# appends --host, --port and --source.
+# command = ["scrapoxy-instance"]
 
 # Proxies you already have:
 # [[providers]]
