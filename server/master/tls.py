@@ -99,8 +99,7 @@ def _name_check(tls_protocol: Any, service_id: Any) -> Any:
             return bool(ok)
         protocol = holder.pop() if holder else None
         try:
-            patterns = extract_patterns(cert)
-            verify_service_identity(patterns, [service_id], [])
+            verify_service_identity(extract_patterns(cert), [service_id], [])
         except Exception as exc:  # noqa: BLE001 - VerificationError, CertificateError: both refuse
             if protocol is not None:
                 protocol.failVerification(Failure(_name_error(service_id, exc)))
@@ -117,7 +116,8 @@ def _name_error(service_id: Any, exc: Exception) -> CertificateNameError:
     if isinstance(exc, VerificationError):
         return CertificateNameError(f"the certificate is not valid for {host}")
     # CertificateError: no subjectAltName at all, so no host name can match.
-    return CertificateNameError(f"the certificate names no host for {host} to match ({exc})")
+    return CertificateNameError(f"the certificate names no host (no subjectAltName), so it "
+                                f"is not valid for {host}")
 
 
 class TlsCreators:
