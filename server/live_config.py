@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .config import Config, ConfigError, deep_merge, from_dict, to_dict
+from .config import Config, ConfigError, deep_merge, from_dict, merge_scaling, to_dict
 from .redaction import has_redacted_password, redact_url
 
 # Dotted paths that may change while the server runs; a path covers everything under it.
@@ -46,6 +46,9 @@ def patched(current: Config, patch: dict[str, Any]) -> Config:
     if "providers" in wanted:
         wanted["providers"] = _providers_patch(before["providers"], wanted["providers"])
     after_plain = copy.deepcopy(deep_merge(before, wanted))
+    if isinstance(wanted.get("scaling"), dict):
+        # As PATCH /api/scaling: a required not sent follows the moved bounds.
+        after_plain["scaling"] = merge_scaling(before["scaling"], wanted["scaling"])
     _restore_redacted_urls(after_plain, before, "")
     after = from_dict(after_plain)
     for path in changed_paths(before, to_dict(after, redact=False)):

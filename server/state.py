@@ -11,10 +11,11 @@ What it holds: a partial config of the keys changed through ``PATCH /api/scaling
 Precedence at start: the config file, then these changes on top. A key changed through the
 API keeps its API value across restarts even if the file is edited later (the start log
 says which keys were restored and which differ from the file); every other key follows the
-file, ``scaling`` bounds included: sending ``{"max": 5}`` pins ``max`` alone. At start a
-``required`` the API never set is clamped into the restored ``[min, max]``; bounds that no
-longer fit together (the file's ``min`` raised above an API ``max``) stop the start with an
-error naming the file. Deleting the file returns to the config file alone.
+file, ``scaling`` bounds included: sending ``{"max": 5}`` pins ``max`` alone. ``required``
+moves with the pool (wake and sleep): at start it is clamped into the restored
+``[min, max]``, with a warning when it was set through the API; bounds that no longer fit
+together (the file's ``min`` raised above an API ``max``) stop the start with an error naming
+the file. Deleting the file returns to the config file alone.
 
 Writing is atomic: a temporary file in the same folder, fsync, ``os.replace``, fsync of the
 folder. A crash at any point leaves either the previous file or the new one, never a mix;
@@ -171,10 +172,12 @@ class StateKeeper:
         return self._run_in_thread(self.store.save, snapshot).addErrback(failed)
 
     def record_scaling(self, scaling: dict[str, int], *, sent: Any) -> defer.Deferred:
-        """Record the scaling bounds the API request named (``sent``), with their values
-        in ``scaling`` (the manager's result)."""
+        """Record the scaling values the API request named (``sent``), with their values
+        in ``scaling`` (the manager's result), and bring the ones recorded before up to
+        date: a recorded ``required`` follows bounds a later request moved."""
+        recorded = self._changes.get("scaling", {})
         return self.record({"scaling": {key: scaling[key] for key in SCALING_BOUNDS
-                                        if key in sent}})
+                                        if key in sent or key in recorded}})
 
 
 # --- applying the changes at start -------------------------------------------------------
@@ -206,7 +209,7 @@ def restore(config: Config, changes: dict[str, Any], *, state_path: Path,
             plain["providers"][index] = deep_merge(plain["providers"][index], provider_changes)
     merged = deep_merge(plain, patch)
     if isinstance(patch.get("scaling"), dict) and isinstance(plain.get("scaling"), dict):
-        merged["scaling"] = merge_scaling(plain["scaling"], patch["scaling"])
+        merged["scaling"] = _restored_scaling(plain["scaling"], patch["scaling"], state_path)
     try:
         restored = from_dict(merged)
     except ConfigError as exc:
@@ -222,6 +225,21 @@ def restore(config: Config, changes: dict[str, Any], *, state_path: Path,
                     "(delete %s to go back to them)", source, ", ".join(differing),
                     state_path)
     return restored
+
+
+def _restored_scaling(configured: dict[str, Any], recorded: dict[str, Any],
+                      state_path: Path) -> dict[str, Any]:
+    """The file's scaling with the recorded one on top; ``required`` clamped into the bounds."""
+    bounds = {key: value for key, value in recorded.items() if key != "required"}
+    scaling = merge_scaling(configured, bounds)
+    if "required" not in recorded:
+        return scaling
+    wanted = recorded["required"]
+    scaling = merge_scaling({**scaling, "required": wanted}, {})
+    if scaling["required"] != wanted:
+        log.warning("state file %s: scaling.required %s set through the API is outside "
+                    "[min, max] now; starting with %s", state_path, wanted, scaling["required"])
+    return scaling
 
 
 def leaf_paths(changes: dict[str, Any], prefix: str = "") -> list[str]:

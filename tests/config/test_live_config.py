@@ -96,3 +96,13 @@ def test_the_config_read_from_the_api_sent_back_whole_changes_nothing():
     from scrapoxy_server.config import to_dict
 
     assert patched(CURRENT, without_redacted_secrets(to_dict(CURRENT))) == CURRENT
+
+
+def test_scaling_bounds_patched_through_the_config_take_required_with_them_as_the_scaling_api():
+    awake = patched(CURRENT, {"scaling": {"min": 1, "required": 3, "max": 3}})
+    stopped = patched(awake, {"scaling": {"min": 0, "max": 0}})
+    assert (stopped.scaling.min, stopped.scaling.required, stopped.scaling.max) == (0, 0, 0)
+    assert state_diff(awake, stopped) == {"scaling": {"min": 0, "required": 0, "max": 0}}
+    with pytest.raises(ConfigError) as info:
+        patched(awake, {"scaling": {"min": 4}})  # min above max: still refused
+    assert info.value.path == "scaling.min"

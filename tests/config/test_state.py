@@ -152,6 +152,28 @@ def test_the_keeper_records_the_scaling_keys_sent_and_writes_in_order(tmp_path):
     assert written[1]["scaling"]["max"] == 4
 
 
+def test_a_recorded_required_follows_bounds_a_later_request_moved(tmp_path):
+    store = StateStore(tmp_path / "state.json")
+    keeper = StateKeeper(store=store, changes={},
+                         run_in_thread=lambda fn, *args: defer.succeed(fn(*args)))
+    keeper.record_scaling({"min": 0, "required": 3, "max": 3}, sent={"required": 3})
+    # {"min": 0, "max": 0}: the manager clamped required to 0 with them.
+    keeper.record_scaling({"min": 0, "required": 0, "max": 0}, sent={"min": 0, "max": 0})
+    assert store.load() == {"scaling": {"min": 0, "required": 0, "max": 0}}
+
+
+def test_a_recorded_required_outside_the_restored_bounds_is_clamped_with_a_warning(
+        tmp_path, caplog):
+    """A state file written before required followed the bounds, or a file whose max was
+    lowered since: required moves with the pool anyway, so it is no reason to refuse."""
+    file_config = from_dict({"scaling": {"min": 0, "required": 0, "max": 2}})
+    with caplog.at_level(logging.WARNING, logger="scrapoxy_server.state"):
+        config = restore(file_config, {"scaling": {"required": 3}},
+                         state_path=tmp_path / "state.json")
+    assert (config.scaling.min, config.scaling.required, config.scaling.max) == (0, 2, 2)
+    assert "scaling.required 3" in caplog.text and "starting with 2" in caplog.text
+
+
 def test_the_state_file_sits_next_to_the_config_file_unless_configured(tmp_path):
     assert default_state_path(from_dict({}), config_path=tmp_path / "scrapoxy.toml") == \
         tmp_path / "scrapoxy.state.json"

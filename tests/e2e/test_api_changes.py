@@ -37,6 +37,23 @@ def test_scaling_set_through_the_api_survives_a_restart(server_factory, tmp_path
     assert "restored" in output and "scaling.max" in output and str(state_file) in output
 
 
+def test_sleep_wake_then_stop_spending_through_the_api_restarts_at_zero(server_factory,
+                                                                         tmp_path):
+    """What the GUI's buttons send, then the README's way to stop spending: a required
+    recorded by an earlier request must follow bounds a later one moved."""
+    state_file = tmp_path / "state.json"
+    overrides = {"state_file": str(state_file),
+                 "scaling": {"min": 1, "required": 1, "max": 3, "downscale_delay": 600.0}}
+    first = server_factory(instances=1, overrides=overrides)
+    for body in ({"min": 0}, {"required": 0}, {"required": 3}, {"min": 0, "max": 0}):
+        assert first.api.patch("/api/scaling", json=body).status_code == 200, body
+    assert first.api.scaling() == {"min": 0, "required": 0, "max": 0}
+    assert first.stop() == 0
+
+    second = server_factory(instances=1, overrides=overrides)
+    assert second.api.scaling() == {"min": 0, "required": 0, "max": 0}
+
+
 def test_static_proxies_edited_through_the_api_serve_at_once_and_after_a_restart(
         server_factory, stock_proxies, origin, tmp_path):
     proxy = stock_proxies("tinyproxy", source="127.0.0.231", username="bob",
