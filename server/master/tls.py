@@ -67,13 +67,13 @@ class _ClientTls:
     def __init__(self, hostname: str, context: SSL.Context, *, verify: bool) -> None:
         self._context = context
         is_ip = is_ip_address(hostname)
-        self._sni = None if is_ip else hostname.encode("idna")
         self._id = None
-        if verify:
-            try:
+        try:  # UnicodeError (an empty or too long label) is a ValueError
+            self._sni = None if is_ip else hostname.encode("idna")
+            if verify:
                 self._id = IPAddress_ID(hostname) if is_ip else DNS_ID(hostname)
-            except ValueError as exc:
-                raise HttpError(f"not a host name TLS can verify: {hostname!r} ({exc})") from None
+        except ValueError as exc:
+            raise HttpError(f"not a host name TLS can speak to: {hostname!r} ({exc})") from None
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)

@@ -432,6 +432,21 @@ def test_with_tls_verify_off_an_untrusted_certificate_is_accepted_and_sni_still_
     assert response.json()["sni"] == "localhost"
 
 
+@pytest.mark.parametrize("verify", [True, False], ids=["verify", "no-verify"])
+@pytest.mark.parametrize("host", ["a..b", ".localhost", "x" * 64 + ".example"],
+                         ids=["empty-label", "leading-dot", "label-over-63"])
+def test_a_host_name_tls_cannot_carry_is_400_and_the_master_serves_on(start_master, origin,
+                                                                      verify, host):
+    master = start_master(tls_verify=verify)
+    response = requests.get("http://target.invalid/", proxies=master.proxies,
+                            headers={"Location": f"https://{host}:443/"}, timeout=10)
+    assert response.status_code == 400, response.text
+    assert response.headers["x-scrapoxy-error"] == "bad_request"
+    assert "not a host name TLS can speak to" in response.json()["message"]
+    assert requests.get(f"{origin.url}/headers", proxies=master.proxies,
+                        timeout=10).status_code == 200
+
+
 @pytest.mark.parametrize("location", ["https://h/a HTTP/1.0", "https://h/a\tb", "http://h/a b"])
 def test_a_location_with_spaces_or_tabs_is_400_before_any_instance(master, location):
     raw = raw_exchange(master.port, f"GET /x HTTP/1.1\r\nHost: x\r\nLocation: {location}\r\n"
