@@ -68,6 +68,11 @@ def run_test(*, targets: Targets, count: int) -> int:
     if urlsplit(url).scheme not in ("http", "https"):
         print(f"scrapoxy-server test: {url!r} is not an http(s) URL", file=sys.stderr)
         return 2
+    master = urlsplit(targets.master)
+    if master.scheme != "http" or not master.hostname:
+        print(f"scrapoxy-server test: --master {_shown(targets.master)!r} is not a master URL "
+              "(http://[user:password@]host:port)", file=sys.stderr)
+        return 2
     unreachable = _unreachable(targets.master)
     if unreachable:
         print(f"scrapoxy-server test: cannot connect to the master at {unreachable}: is the "
@@ -87,15 +92,23 @@ def run_test(*, targets: Targets, count: int) -> int:
             failures[type(exc).__name__] += 1
             print(f"  [{i}/{count}] failed: {exc}", flush=True)
             continue
-        name = response.headers.get("x-cache-proxyname", "?")
+        name = response.headers.get("x-cache-proxyname")
         if response.status_code != 200:
             code, message = _error_of(response)
             reason = code or f"HTTP {response.status_code}"
             failures[reason] += 1
             text = " ".join(message.split())[:160]  # one line per request
-            print(f"  [{i}/{count}] {reason} via {name}: {text}", flush=True)
+            print(f"  [{i}/{count}] {reason} via {name or '?'}: {text}", flush=True)
             continue
-        body = response.text.strip()
+        if name is None:
+            # Whatever answered is no scrapoxy master (the commander's port, another proxy):
+            # an egress address counted from it would prove nothing about the pool.
+            failures[NOT_THROUGH_POOL] += 1
+            print(f"  [{i}/{count}] 200 without x-cache-proxyname: not from a scrapoxy master",
+                  flush=True)
+            continue
+        # The bytes, not requests' guess of a charset the answer does not declare.
+        body = response.content.decode("utf-8", "replace").strip()
         if not is_ip_address(body):
             failures[NOT_AN_ADDRESS] += 1
             print(f"  [{i}/{count}] via {name}: the answer is not an IP address: "
@@ -117,6 +130,7 @@ def run_test(*, targets: Targets, count: int) -> int:
 
 
 NOT_AN_ADDRESS = "answer not an IP address"
+NOT_THROUGH_POOL = "answer not from a scrapoxy master"
 
 
 def _unreachable(master: str) -> str | None:

@@ -127,3 +127,62 @@ def test_a_log_level_from_the_environment_is_checked_like_the_option():
                             env={**server_env(), "SCRAPOXY_LOG_LEVEL": "loud"})
     assert result.returncode == 2
     assert "SCRAPOXY_LOG_LEVEL='LOUD': must be one of DEBUG, INFO, WARNING, ERROR" in result.stderr
+
+
+class _CannedProxy:
+    """A loopback "proxy" answering every request 200 with a bare IP body and no
+    Content-Type; with ``name``, also the ``x-cache-proxyname`` a master adds."""
+
+    def __init__(self, name: str | None) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+                body = b"127.0.0.7\n"
+                self.send_response_only(200)
+                self.send_header("Content-Length", str(len(body)))
+                if name is not None:
+                    self.send_header("x-cache-proxyname", name)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("name, code, shown", [
+    ("local-1", 0, "127.0.0.7 via local-1"),
+    (None, 1, "not from a scrapoxy master"),
+], ids=["master", "not-a-master"])
+def test_an_address_counts_only_from_a_master_and_is_read_from_the_bytes(capsys, name, code,
+                                                                         shown):
+    """No Content-Type: requests would guess a charset and mangle "127.0.0.7"; and a 200
+    without x-cache-proxyname (the commander's port, say) proves nothing about the pool."""
+    from scrapoxy_server.selftest import Targets, run_test
+
+    proxy = _CannedProxy(name)
+    try:
+        result = run_test(targets=Targets(master=proxy.url, url="http://127.0.0.1:9/ip"),
+                          count=2)
+    finally:
+        proxy.close()
+    out = capsys.readouterr().out
+    assert result == code, out
+    assert shown in out
+
+
+@pytest.mark.parametrize("master", ["notaurl", "127.0.0.1:18888", "https://127.0.0.1:18888",
+                                    "socks5://127.0.0.1:1080"])
+def test_a_master_that_is_no_http_url_is_refused_before_any_request(master):
+    result = run_cli("test", "--master", master, "http://127.0.0.1:9/", "--count", "1")
+    assert result.returncode == 2
+    assert "is not a master URL (http://[user:password@]host:port)" in result.stderr
