@@ -86,38 +86,54 @@ class _ClientTls:
         return connection
 
 
-class CertificateNameError(SSL.Error):
-    """The target's certificate, trusted or not, is not valid for the host asked for."""
+class CertificateRejected(SSL.Error):
+    """The target's certificate failed the check: its chain, or the host name."""
 
 
 def _name_check(tls_protocol: Any, service_id: Any) -> Any:
-    holder = [tls_protocol]  # dropped after the leaf check: no connection <-> protocol cycle
+    """The verify callback: OpenSSL's verdict on each certificate of the chain, then the
+    host name on the leaf; a refusal fails the handshake with its reason in words."""
+    holder = [tls_protocol]  # dropped at the verdict: no connection <-> protocol cycle
 
     def verify(connection: SSL.Connection, cert: crypto.X509, error: int, depth: int,
                ok: int) -> bool:
-        if depth != 0 or not ok:
-            return bool(ok)
+        if ok and depth != 0:
+            return True
         protocol = holder.pop() if holder else None
-        try:
-            verify_service_identity(extract_patterns(cert), [service_id], [])
-        except Exception as exc:  # noqa: BLE001 - VerificationError, CertificateError: both refuse
-            if protocol is not None:
-                protocol.failVerification(Failure(_name_error(service_id, exc)))
-            return False
-        return True
+        if not ok:
+            rejected = CertificateRejected(f"certificate verify failed: {_x509_reason(error)}")
+        else:
+            try:
+                verify_service_identity(extract_patterns(cert), [service_id], [])
+                return True
+            except Exception as exc:  # noqa: BLE001 - VerificationError, CertificateError
+                rejected = _name_error(service_id, exc)
+        if protocol is not None:
+            protocol.failVerification(Failure(rejected))
+        return False
 
     return verify
 
 
-def _name_error(service_id: Any, exc: Exception) -> CertificateNameError:
+def _x509_reason(error: int) -> str:
+    """OpenSSL's words for a verify error code ("certificate has expired")."""
+    try:
+        from OpenSSL._util import ffi, lib  # pyOpenSSL exposes no public lookup
+
+        return ffi.string(lib.X509_verify_cert_error_string(error)).decode("ascii", "replace")
+    except Exception:  # noqa: BLE001 - a missing binding must not fail the handshake's report
+        return f"X.509 error {error}"
+
+
+def _name_error(service_id: Any, exc: Exception) -> CertificateRejected:
     host = getattr(service_id, "hostname", None) or getattr(service_id, "ip", "")
     if isinstance(host, bytes):
         host = host.decode("ascii", "replace")
     if isinstance(exc, VerificationError):
-        return CertificateNameError(f"the certificate is not valid for {host}")
+        return CertificateRejected(f"the certificate is not valid for {host}")
     # CertificateError: no subjectAltName at all, so no host name can match.
-    return CertificateNameError(f"the certificate names no host (no subjectAltName), so it "
-                                f"is not valid for {host}")
+    return CertificateRejected(f"the certificate names no host (no subjectAltName), so it "
+                               f"is not valid for {host}")
 
 
 class TlsCreators:
