@@ -326,8 +326,12 @@ def _from_env(value: str, path: str) -> str:
     if not value.startswith("env:"):
         return value
     name = value[4:]
+    if not name:
+        raise ConfigError(path, "'env:' needs the name of an environment variable (env:NAME)")
     if name not in os.environ:
         raise ConfigError(path, f"environment variable {name} is not set")
+    if not os.environ[name]:
+        raise ConfigError(path, f"environment variable {name} is empty")
     return os.environ[name]
 
 

@@ -37,11 +37,22 @@ def test_the_master_refuses_to_build_its_tls_with_a_bundle_that_cannot_be_loaded
 @pytest.mark.parametrize("data, path", [
     ({"master": {"ca_file": ""}}, "master.ca_file"),
     ({"commander": {"password": ""}}, "commander.password"),
-    ({"commander": {"password": "env:SCRAPOXY_TEST_EMPTY"}}, "commander.password"),
-], ids=["ca_file", "password", "password-from-empty-env"])
-def test_an_empty_string_is_refused_rather_than_read_as_not_set(monkeypatch, data, path):
-    monkeypatch.setenv("SCRAPOXY_TEST_EMPTY", "")
+], ids=["ca_file", "password"])
+def test_an_empty_string_is_refused_rather_than_read_as_not_set(data, path):
     with pytest.raises(ConfigError) as info:
         from_dict(data)
     assert info.value.path == path
     assert "must not be empty" in info.value.message
+
+
+@pytest.mark.parametrize("value, message", [
+    ("env:SCRAPOXY_TEST_EMPTY", "environment variable SCRAPOXY_TEST_EMPTY is empty"),
+    ("env:", "'env:' needs the name of an environment variable (env:NAME)"),
+], ids=["empty-variable", "no-name"])
+def test_a_secret_from_the_environment_names_the_variable_that_failed(monkeypatch, value,
+                                                                      message):
+    monkeypatch.setenv("SCRAPOXY_TEST_EMPTY", "")
+    with pytest.raises(ConfigError) as info:
+        from_dict({"commander": {"password": value}})
+    assert info.value.path == "commander.password"
+    assert info.value.message == message
