@@ -19,7 +19,8 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
 from ..models import Endpoint
-from .http1 import HttpError, find_head_end, parse_response_head
+from .http1 import HttpError, ResponseHead, find_head_end, parse_response_head
+from .instance_errors import instance_error
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +125,14 @@ class UpstreamConnection(Protocol):
         head, leftover = self._handshake[:end], self._handshake[body_start:]
         self._handshake = b""
         try:
-            status = parse_response_head(head).status
+            reply = parse_response_head(head)
         except HttpError as exc:
             self._fail(UpstreamFailure(f"instance answered CONNECT with garbage: {exc.message}",
                                        instance_fault=True))
             return
-        if status != 200:
-            code = "timeout" if status == 504 else "upstream"
-            self._fail(UpstreamFailure(
-                f"instance refused CONNECT {self.tunnel.authority.decode()} with status {status}",
-                code=code))
+        if reply.status != 200:
+            self._fail(_tunnel_refused(self.tunnel.authority.decode("ascii", "replace"), reply,
+                                       leftover))
             return
         if self.tunnel.tls_creator is not None:
             self.transport.startTLS(self.tunnel.tls_creator)
@@ -314,6 +313,20 @@ class UpstreamPool:
 
     def idle_count(self) -> int:
         return sum(len(v) for v in self._idle.values())
+
+
+def _tunnel_refused(authority: str, reply: ResponseHead, body_start: bytes) -> UpstreamFailure:
+    """Why the instance opened no tunnel: in its own words when it is a proxy we know (the
+    target is unreachable: not a refusal), else its status."""
+    if reply.status == 407:
+        return UpstreamFailure(f"refused CONNECT {authority}: it answered 407 (proxy "
+                               "authentication required): the master's credentials for it are "
+                               "wrong or missing")
+    code = "timeout" if reply.status == 504 else "upstream"
+    said = instance_error(reply, body_start)
+    if said is not None:
+        return UpstreamFailure(f"could not open a tunnel to {authority}: {said[1]}", code=code)
+    return UpstreamFailure(f"refused CONNECT {authority} with status {reply.status}", code=code)
 
 
 def _no_delay(transport: Any) -> None:

@@ -101,7 +101,9 @@ def test_h01_instance_credentials_are_sent_on_every_mode(start_master, stock_pro
     assert refused.status == 502 and refused.header("x-scrapoxy-error") == "upstream"
     assert "answered 407" in json.loads(refused.body)["message"]
     tunnel = request(bare.port, get(tls_url, f"Host: {host_of(tls_origin.url)}"))
-    assert tunnel.status == 502 and "refused CONNECT" in json.loads(tunnel.body)["message"]
+    assert tunnel.status == 502
+    assert "refused CONNECT" in json.loads(tunnel.body)["message"]
+    assert "answered 407" in json.loads(tunnel.body)["message"]
 
 
 def test_an_unreachable_target_is_the_masters_502_whatever_the_instance_kind(kind_master):
@@ -117,6 +119,21 @@ def test_an_unreachable_target_is_the_masters_502_whatever_the_instance_kind(kin
     assert response.header("x-cache-proxyname")
     message = json.loads(response.body)["message"]
     assert f"127.0.0.1:{port}" in message and "could not get an answer" in message
+
+
+def test_an_unreachable_https_target_is_a_502_in_the_instances_words_not_a_refusal(
+        kind_master):
+    """In HTTPS modes the master asks the instance for a tunnel: an instance that cannot
+    reach the target did its job, and the message says what it said, not "refused"."""
+    from tests.support import free_port
+
+    port = free_port()
+    response = request(kind_master.port, get("http://127.0.0.1/x", "Host: 127.0.0.1",
+                                             f"Location: https://127.0.0.1:{port}/x"))
+    assert response.status == 502, response.head
+    assert response.header("x-scrapoxy-error") == "upstream"
+    message = json.loads(response.body)["message"]
+    assert f"could not open a tunnel to 127.0.0.1:{port}: " in message, message
 
 
 # --- H02 ---------------------------------------------------------------------------------
