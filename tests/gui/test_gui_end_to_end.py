@@ -113,3 +113,29 @@ def test_a_first_session_in_the_browser(server_factory, origin, browser_page):
                            timeout=45_000)
     assert server.api.scaling()["required"] == 1
     shoot(page, "06-asleep")
+
+    # Editing max while the pool changes elsewhere: the fields not edited keep following the
+    # server, and Save sends only what was edited (required then follows the new bounds).
+    page.fill("#scaling-max", "2")
+    assert server.api.patch("/api/scaling", json={"required": 3}).status_code == 200
+    page.wait_for_function("document.getElementById('scaling-required').value === '3'")
+    assert page.input_value("#scaling-max") == "2"
+    page.click("#scaling-save")
+    page.wait_for_function("document.getElementById('scaling-message').textContent === 'Saved.'")
+    assert server.api.scaling() == {"min": 1, "required": 2, "max": 2}
+    page.wait_for_function("document.getElementById('scaling-required').value === '2'")
+
+    # min = max: the pool neither wakes nor sleeps, and says so.
+    page.fill("#scaling-min", "2")
+    page.click("#scaling-save")
+    page.wait_for_function("document.getElementById('pool-state').textContent === 'fixed size'")
+    assert server.api.scaling() == {"min": 2, "required": 2, "max": 2}
+    shoot(page, "07-fixed-size")
+    # The config view shows the scaling in force, not the one it loaded with.
+    page.wait_for_function("""() => {
+        const group = [...document.querySelectorAll('#config-body .config-group')]
+            .find((g) => g.firstChild && g.firstChild.textContent === 'scaling');
+        const rows = [...group.querySelectorAll(':scope > .config-row')]
+            .map((r) => r.innerText.replace(/\\s+/g, ' ').trim());
+        return ['min 2', 'required 2', 'max 2'].every((want) => rows.includes(want));
+    }""")

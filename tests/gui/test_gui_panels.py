@@ -45,3 +45,21 @@ def test_the_instances_view_shows_a_failing_provider_and_clears_when_it_recovers
         control.providers = [provider("aws", instances=1), provider("mine", type="static")]
         control.instances["aws-1"] = instance("aws-1")
         page.wait_for_selector("#provider-errors", state="hidden")
+
+
+def test_a_stopping_instance_is_not_counted_alive_and_an_unreachable_server_is_named(
+        reactor_thread, browser_page):
+    page = browser_page
+    leaving = {**instance("local-2"), "status": "stopping"}
+    control = FakeControlWithProviders(providers=[provider("local")],
+                                       instances=[instance("local-1"), leaving])
+    with serve_commander(reactor_thread, control, config_view=lambda: {}, interval=0.2) as served:
+        sign_in(page, served.base)
+        page.wait_for_function("document.getElementById('instances-summary').textContent"
+                               " === '1 alive of 2 (1 stopping)'")
+        # The server goes away between two clicks: a sentence, not fetch's "Failed to fetch".
+        page.route("**/api/scaling", lambda route: route.abort())
+        page.click("#wake")
+        page.wait_for_function("document.getElementById('scaling-message').textContent"
+                               ".includes('cannot be reached')")
+        shoot(page, "stopping-and-unreachable")

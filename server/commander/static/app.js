@@ -9,8 +9,12 @@
   const TOKEN_KEY = "scrapoxy.auth";
 
   const $ = (id) => document.getElementById(id);
-  let scalingDirty = false;   // the user is editing: polling must not overwrite the inputs
+  // Scaling fields the user edited since the last save: live updates leave those alone, and
+  // a save sends only those (a required not sent follows the new bounds on the server).
+  const editedFields = new Set();
   let scaling = null;         // last {min, required, max} from the server
+  let lastUpdate = null;      // time of the last event, for the footer
+  let shownConfig = null;     // the config the config view shows
 
   // --- auth ---------------------------------------------------------------------------
 
@@ -43,7 +47,13 @@
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const response = await fetch(path, init);
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (e) {
+      // fetch's own TypeError ("Failed to fetch") says nothing to a person.
+      throw new ApiError(0, { message: "The server cannot be reached: is scrapoxy-server running?" });
+    }
     if (response.status === 401) {
       logout("Your session is no longer valid: sign in again.");
       throw new ApiError(401, { message: "not signed in" });
@@ -107,7 +117,7 @@
 
   function start() {
     showDashboard();
-    scalingDirty = false;
+    editedFields.clear();
     stopStream();
     loadHistory();
     openStream();
@@ -176,11 +186,24 @@
     let payload;
     try { payload = JSON.parse(data.join("\n")); } catch (e) { return; }
     if (kind === "instances") renderInstances(payload);
-    else if (kind === "scaling") { scaling = payload; renderScaling(); }
+    else if (kind === "scaling") {
+      // Changed elsewhere (the pool woke on traffic, another operator): an earlier
+      // "Going to sleep" would now be wrong.
+      if (scaling && FIELDS.some((f) => scaling[f] !== payload[f])) scalingMessage("", "");
+      scaling = payload;
+      renderScaling();
+      // The config view shows the scaling in force too; scaling changes come as their own
+      // events, not as config events.
+      if (shownConfig && shownConfig.scaling) {
+        Object.assign(shownConfig.scaling, payload);
+        renderConfig(shownConfig);
+      }
+    }
     else if (kind === "config") renderConfig(payload);
     else if (kind === "stats") addSample(payload);
     else if (kind === "providers") renderProviders(payload);
-    $("updated").textContent = "Live · last update " + new Date().toLocaleTimeString();
+    lastUpdate = new Date().toLocaleTimeString();
+    $("updated").textContent = "Live · last update " + lastUpdate;
   }
 
   function setConnection(ok, message) {
@@ -188,6 +211,8 @@
     el.className = "connection " + (ok ? "ok" : "bad");
     el.textContent = ok ? "Live" : "Reconnecting…";
     el.title = message || "";
+    // The footer must not say "Live" while the header says the stream is down.
+    if (!ok && lastUpdate) $("updated").textContent = "Disconnected · last update " + lastUpdate;
   }
 
   // --- stats and charts -----------------------------------------------------------------
@@ -313,7 +338,8 @@
 
   function configNode(key, value) {
     // A nested list built with textContent: config values come from a file and are data.
-    if (value !== null && typeof value === "object") {
+    const empty = value !== null && typeof value === "object" && !Object.keys(value).length;
+    if (value !== null && typeof value === "object" && !empty) {
       const wrap = document.createElement("div");
       wrap.className = "config-group";
       if (key !== null) {
@@ -322,13 +348,10 @@
         title.textContent = key;
         wrap.appendChild(title);
       }
-      const entries = Array.isArray(value) ? value.map((v, i) => ["[" + i + "]", v]) : Object.entries(value);
-      if (!entries.length) {
-        const empty = document.createElement("div");
-        empty.className = "config-row";
-        empty.appendChild(configValue(Array.isArray(value) ? "[]" : "{}", "muted"));
-        wrap.appendChild(empty);
-      }
+      // List entries by their name when they have one (providers), else by position.
+      const entries = Array.isArray(value)
+        ? value.map((v, i) => [v && typeof v === "object" && v.name ? v.name : "[" + i + "]", v])
+        : Object.entries(value);
       for (const [k, v] of entries) wrap.appendChild(configNode(k, v));
       return wrap;
     }
@@ -339,8 +362,8 @@
     name.textContent = key;
     row.appendChild(name);
     if (SECRET_KEYS.includes(key) && value !== null) row.appendChild(configValue("••••••", "secret"));
-    else row.appendChild(configValue(value === null ? "not set" : JSON.stringify(value),
-                                     value === null ? "muted" : ""));
+    else if (value === null || empty) row.appendChild(configValue(value === null ? "not set" : "none", "muted"));
+    else row.appendChild(configValue(typeof value === "string" ? value : JSON.stringify(value), ""));
     return row;
   }
 
@@ -352,6 +375,7 @@
   }
 
   function renderConfig(config) {
+    shownConfig = config;
     $("config-body").replaceChildren(configNode(null, config));
     // The stats window changed through the API: take it (and the samples) from the
     // sampler itself, which is what the charts show.
@@ -365,12 +389,14 @@
   function renderScaling() {
     if (!scaling) return;
     const state = $("pool-state");
+    const fixed = scaling.min === scaling.max;
     const awake = scaling.required > scaling.min;
-    state.textContent = awake ? "awake" : "asleep";
-    state.className = "pill " + (awake ? "started" : "stopped");
-    state.title = "required " + scaling.required + " (min " + scaling.min + ", max " + scaling.max + ")";
-    if (scalingDirty) return;
-    FIELDS.forEach((f) => { $("scaling-" + f).value = scaling[f]; });
+    // min = max: wake and sleep change nothing, so neither word would be true.
+    state.textContent = fixed ? "fixed size" : awake ? "awake" : "asleep";
+    state.className = "pill " + (fixed || awake ? "started" : "stopped");
+    state.title = "required " + scaling.required + " (min " + scaling.min + ", max " + scaling.max + ")" +
+      (fixed ? ": min = max, so the pool keeps this size whatever the traffic" : "");
+    FIELDS.forEach((f) => { if (!editedFields.has(f)) $("scaling-" + f).value = scaling[f]; });
   }
 
   function clearInvalid() {
@@ -387,7 +413,7 @@
     clearInvalid();
     try {
       const updated = await api("PATCH", "/api/scaling", changes);
-      scalingDirty = false;
+      Object.keys(changes).forEach((f) => editedFields.delete(f));
       if (updated) scaling = updated;
       renderScaling();
       scalingMessage(updated ? done : "Nothing to change.", "ok");
@@ -402,6 +428,7 @@
     event.preventDefault();
     const changes = {};
     for (const f of FIELDS) {
+      if (!editedFields.has(f)) continue;
       const raw = $("scaling-" + f).value.trim();
       // Sent as typed when not a number: the server names the bad field in its answer.
       changes[f] = raw !== "" && !Number.isNaN(Number(raw)) ? Number(raw) : raw;
@@ -486,14 +513,18 @@
     const rows = instances.map(instanceRow);
     if (!rows.length) {
       const tr = document.createElement("tr");
-      const td = cell("No instances yet.", "empty");
+      const td = cell(scaling && scaling.max === 0 ? "No instances: max is 0." : "No instances yet.",
+                      "empty");
       td.colSpan = 8;
       tr.appendChild(td);
       rows.push(tr);
     }
     body.replaceChildren(...rows);
-    const alive = instances.filter((i) => i.alive).length;
-    $("instances-summary").textContent = alive + " alive of " + instances.length;
+    // An instance on its way out may still answer checks: it serves nothing new.
+    const stopping = instances.filter((i) => i.status === "stopping").length;
+    const alive = instances.filter((i) => i.alive && i.status !== "stopping").length;
+    $("instances-summary").textContent = alive + " alive of " + instances.length +
+      (stopping ? " (" + stopping + " stopping)" : "");
     $("tile-alive").textContent = alive + " / " + instances.length;
   }
 
@@ -538,7 +569,10 @@
     try {
       const answer = await api("POST", "/api/instances/stop", { name });
       message.className = "message ok";
-      message.textContent = "Stopped " + name + "; " + answer.alive + " alive. A replacement starts shortly.";
+      const text = "Stopped " + name + "; " + answer.alive + " alive. A replacement starts shortly.";
+      message.textContent = text;
+      // News, not state: the list below shows what happened next.
+      setTimeout(() => { if (message.textContent === text) message.textContent = ""; }, 15000);
     } catch (e) {
       if (e.status === 401) return;
       message.className = "message error";
@@ -553,7 +587,10 @@
     $("login-form").addEventListener("submit", login);
     $("logout").addEventListener("click", () => logout(""));
     $("scaling-form").addEventListener("submit", saveScaling);
-    $("scaling-form").addEventListener("input", () => { scalingDirty = true; });
+    $("scaling-form").addEventListener("input", (event) => {
+      const field = event.target.id.replace("scaling-", "");
+      if (FIELDS.includes(field)) editedFields.add(field);
+    });
     $("wake").addEventListener("click", wake);
     $("sleep").addEventListener("click", sleep);
     // Ages move every second without asking the server.
