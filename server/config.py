@@ -591,5 +591,10 @@ def _check_seconds(path: str, value: float, *, minimum: float,
                    maximum: float = MAX_SECONDS) -> None:
     # _convert already refused NaN and infinities; this is the range.
     if not minimum <= value <= maximum:
-        raise ConfigError(path, f"must be between {minimum:g} and {maximum:g} seconds, "
-                                f"got {value:g}")
+        raise ConfigError(path, f"must be between {_seconds(minimum)} and {_seconds(maximum)} "
+                                f"seconds, got {_seconds(value)}")
+
+
+def _seconds(value: float) -> str:
+    """31536000 as "31,536,000", not "3.1536e+07"; 0.1 as "0.1"."""
+    return f"{value:,.0f}" if 1000 <= value < 1e15 and value == int(value) else f"{value:g}"

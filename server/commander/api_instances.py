@@ -48,7 +48,8 @@ def instances_blueprint(commander: Commander) -> Blueprint:
         try:
             alive = commander.call(commander.ready_control().stop_instance, name)
         except KeyError:
-            raise ApiError(404, "not_found", f"no instance named {_shown(name)!r}") from None
+            raise ApiError(404, "not_found", f"no instance named {_shown(name)!r}",
+                           field="name") from None
         return jsonify({"alive": alive})
 
     def _stop_session(body: dict[str, Any]) -> Response:
@@ -75,10 +76,12 @@ def instances_blueprint(commander: Commander) -> Blueprint:
 
         name, alive = commander.call(stop)
         if name is None:
-            raise ApiError(404, "not_found", f"no instance for session {_shown(token)!r}")
+            raise ApiError(404, "not_found", f"no instance for session {_shown(token)!r}",
+                           field="session")
         if alive is None:
             raise ApiError(404, "not_found", f"session {_shown(token)!r} went through instance "
-                                             f"{_shown(name)!r}, which no longer exists")
+                                             f"{_shown(name)!r}, which no longer exists",
+                           field="session")
         return jsonify({"alive": alive, "name": name})
 
     return api

@@ -67,6 +67,8 @@ class _CommanderFlask(Flask):
         with an empty text/html body: no body, so nothing that is not JSON under ``/api``."""
         response = super().make_default_options_response()
         response.status_code = 204
+        # Sorted, as in a 405's Allow: one order for one resource.
+        response.headers["Allow"] = ", ".join(sorted(response.allow))
         return response
 
 

@@ -74,7 +74,7 @@ def register_error_handlers(app: Flask) -> None:
             return error
         status = error.code or 500
         response = error_response(status, CODES.get(status, "http_error"),
-                                  error.description or error.name)
+                                  _message(status, error))
         if status == 405 and isinstance(error.valid_methods, (list, tuple, set)):
             # Keep the Allow header Werkzeug computed: it tells a client what would work.
             response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
@@ -87,3 +87,13 @@ def register_error_handlers(app: Flask) -> None:
             # The message stays generic: exception text may hold internals (paths, secrets).
             return error_response(500, "internal", "internal error, see the server log")
         return "internal error, see the server log\n", 500
+
+
+def _message(status: int, error: HTTPException) -> str:
+    """Werkzeug's words are written for a person at a browser; say what the API lacks."""
+    if status == 404:
+        return f"no API endpoint at {request.path[:200]}"
+    if status == 405 and error.valid_methods:
+        return (f"{request.method} is not allowed on {request.path[:200]} "
+                f"(allowed: {', '.join(sorted(error.valid_methods))})")
+    return error.description or error.name

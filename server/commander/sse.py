@@ -22,6 +22,7 @@ from twisted.internet import task
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from .app import SECURITY_HEADERS
 from .events import Event, LiveFeed
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _json_error(request: Request, status: int, code: str, message: str) -> bytes
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
-    return json.dumps({"error": code, "message": message}).encode() + b"\n"
+    return json.dumps({"error": code, "message": message}, separators=(",", ":")).encode() + b"\n"
 
 
 def _text(value: bytes | None) -> str | None:
@@ -74,6 +75,8 @@ class EventStreamResource(Resource):
         """Every method lands here (``Resource.render`` would answer other methods with
         Twisted's HTML 405 or 501): auth first, as for the rest of ``/api``, then 204 with
         ``Allow`` for OPTIONS, JSON 405 with ``Allow`` for anything but GET."""
+        for name, value in SECURITY_HEADERS.items():  # as the Flask views send them
+            request.setHeader(name.encode(), value.encode())
         header = _text(request.getHeader(b"authorization"))
         if not self._authorize(header):
             body = _json_error(request, 401, "auth", "authentication required (HTTP Basic)"

@@ -27,6 +27,10 @@ def test_stream_refuses_missing_and_wrong_credentials_with_json_401(served):
     response = session.get(f"{served.base}/api/events", auth=("admin", "nope"), timeout=5)
     assert response.status_code == 401
     assert "nope" not in response.text
+    # The same protective headers as every other commander answer.
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
 def test_fresh_stream_starts_with_the_current_state_then_follows_changes(served):

@@ -40,6 +40,7 @@ def test_stop_unknown_name_is_json_404(client, control, auth):
     response = client.post("/api/instances/stop", json={"name": "nosuch"}, headers=auth)
     assert response.status_code == 404
     assert response.get_json()["error"] == "not_found"
+    assert response.get_json()["field"] == "name"
     assert control.stopped == []
 
 

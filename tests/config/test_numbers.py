@@ -30,6 +30,14 @@ def test_a_config_file_with_an_absurd_number_is_refused_naming_the_key(tmp_path,
         load_file(file)
     assert info.value.path == path
     assert str(info.value).startswith(path + ": ")
+    assert len(str(info.value)) < 200
+
+
+def test_a_duration_out_of_range_reads_its_bounds_in_plain_numbers():
+    with pytest.raises(ConfigError) as info:
+        from_dict({"master": {"idle_timeout": 1e9}})
+    assert info.value.message == ("must be between 0.1 and 31,536,000 seconds, "
+                                  "got 1,000,000,000")
 
 
 @pytest.mark.parametrize("body, path", [
