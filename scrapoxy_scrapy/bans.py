@@ -15,7 +15,8 @@ On a ban (decided by the policy, see :mod:`scrapoxy_scrapy.policy`):
   "the instance of session TOKEN"). Every session pinned to it is unpinned, and in CONNECT mode
   the session (or lane) gets a new token, so its next requests open a new tunnel;
 - the request is retried up to ``SCRAPOXY_BAN_RETRY_TIMES`` (per request:
-  ``meta["scrapoxy_ban_retry_times"]``); after that the banned response goes on to the spider.
+  ``meta["scrapoxy_ban_retry_times"]``); after that the banned response (or exception) goes
+  on to the spider, marked ``dont_retry`` so that RetryMiddleware does not send it again.
   The retry waits (without blocking) until the commander answered the stop, so that the master
   no longer routes to the banned instance when it goes out;
 - when the commander says no instance is left alive, the pool gate closes: requests wait (with
@@ -172,19 +173,25 @@ class BanMiddleware:
                     proxyname or (f"the instance of session {token}" if token
                                   else "an unknown instance"))
         stop_key = None
+        if token is not None and self.tunnels is not None:
+            # Its session (or lane) moves to a new token, hence a new instance: in CONNECT
+            # mode a session's http requests ride on the token too.
+            self.tunnels.renew(token)
         if proxyname is not None:
             if self.sessions is not None:
                 self.sessions.forget_instance(proxyname)
             stop_key = self.stopper.stop(proxyname)
         elif token is not None:
-            if self.tunnels is not None:
-                self.tunnels.renew(token)
             stop_key = self.stopper.stop_session(token)
         retry = get_ban_retry_request(request, max_times=self.retry_times)
         if retry is None:
             self._inc("scrapoxy/ban/max_reached")
             logger.warning("scrapoxy: giving up on %s after %d bans", request.url,
                            request.meta.get(BAN_TIMES, 0) + 1)
+            # The banned answer goes to the spider as it is: RetryMiddleware (a 429 or 503 is
+            # in its RETRY_HTTP_CODES) would send it again, and each ban would stop another
+            # instance past SCRAPOXY_BAN_RETRY_TIMES.
+            request.meta["dont_retry"] = True
             return None
         self._inc("scrapoxy/ban/retry_count")
         if stop_key is not None and self.stopper.in_flight(stop_key):

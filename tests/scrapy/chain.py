@@ -45,6 +45,7 @@ class Chain:
             **(settings or {}),
         })
         crawler.spider = crawler._create_spider("test")
+        self.crawler = crawler
         self.spider = crawler.spider
         self.manager = DownloaderMiddlewareManager.from_crawler(crawler)
         for middleware in self.manager.middlewares:

@@ -342,3 +342,22 @@ def test_a_response_cut_mid_stream_right_after_a_stop_is_sent_again():
     assert stats.values["scrapoxy/ban/cut_retry_count"] == 1
     clock.now += 60
     assert mw.process_exception(Request("https://example.com/c"), cut) is None
+
+
+def test_after_the_last_ban_retry_scrapys_retry_middleware_does_not_send_it_again():
+    """With Scrapy's real chain: a page banned every time is fetched 1 + SCRAPOXY_BAN_RETRY_TIMES
+    times, then reaches the spider; RetryMiddleware (429 is one of its codes) must not add
+    RETRY_TIMES more attempts, each of which would stop one more instance."""
+    from tests.scrapy.chain import Chain
+
+    chain = Chain({"DOWNLOADER_MIDDLEWARES": {**DOWNLOADER_MIDDLEWARES},
+                   "SCRAPOXY_BAN_RETRY_TIMES": 1, "RETRY_TIMES": 2})
+    banned = lambda req: Response(req.url, status=429, request=req,  # noqa: E731
+                                  headers={"x-cache-proxyname": f"inst-{len(chain.downloaded)}"})
+    result = chain.fetch(Request("https://example.com/a"), banned)
+    while isinstance(result, Request):
+        result = chain.fetch(result, banned)
+    assert result.status == 429
+    assert len(chain.downloaded) == 2
+    assert chain.crawler.stats.get_value("scrapoxy/ban/max_reached") == 1
+    assert chain.crawler.stats.get_value("retry/count") is None
