@@ -5,7 +5,9 @@ close it when the pool is empty (spider just opened and the pool asleep, the mas
 ``no_instance``, the last instance was banned); requests then wait on Deferreds, never on
 ``time.sleep``, while one polling loop asks the commander for the alive count with backoff and
 opens the gate at the first alive instance. Without a commander it reopens after the backoff
-delay and lets the master, which also holds requests while the pool wakes, decide.
+delay and lets the master, which also holds requests while the pool wakes, decide; so it does
+when the commander cannot be asked (down, or refusing the credentials: logged as an error
+naming the settings).
 
 It never keeps a crawl waiting forever: after ``wait_timeout_s`` it opens anyway (the master's
 ``no_instance`` answers then count against each request's bounded no-instance retries).
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, task
+
+from scrapoxy_scrapy.commander import CommanderHTTPError
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +113,13 @@ class PoolGate:
                                                     max_s=self.backoff_max_s))
                     break
                 alive = await self._alive()
+                if alive is None:
+                    # No answer to trust: do as without a commander. The master holds each
+                    # request while the pool wakes; waiting here for SCRAPOXY_WAIT_TIMEOUT
+                    # would stall the crawl on a setting's typo.
+                    await self._pause(backoff_delay(self.closes - 1, base_s=self.backoff_base_s,
+                                                    max_s=self.backoff_max_s))
+                    break
                 if alive > 0:
                     logger.info("scrapoxy: %d alive instance(s), releasing requests", alive)
                     break
@@ -127,10 +138,25 @@ class PoolGate:
             self._poller = None
             self._open()
 
-    async def _alive(self) -> int:
+    async def _alive(self) -> int | None:
+        """The alive count, or None when the commander gives none (logged with the cause)."""
         assert self.alive_count is not None
         try:
             return await self.alive_count()
-        except Exception as error:  # the commander down is a reason to wait, not to crash
-            logger.warning("scrapoxy: cannot ask the commander for alive instances: %s", error)
-            return 0
+        except CommanderHTTPError as error:
+            # It answered, and refused: credentials or address are wrong, not the pool.
+            logger.error("scrapoxy: the commander refused to give the alive count (%s): check "
+                         "SCRAPOXY_API, SCRAPOXY_USERNAME and SCRAPOXY_PASSWORD; requests go "
+                         "on to the master, which holds them while the pool wakes",
+                         _short(error))
+        except Exception as error:  # never raised into Scrapy
+            logger.warning("scrapoxy: cannot ask the commander for alive instances (%s); "
+                           "requests go on to the master, which holds them while the pool "
+                           "wakes", _short(error))
+        return None
+
+
+def _short(error: Exception) -> str:
+    """One line, bounded: a commander URL pointing at a web page answers a whole HTML page."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -8,7 +8,7 @@ from scrapy.http import Response
 from twisted.internet import defer, task
 
 from scrapoxy_scrapy import DOWNLOADER_MIDDLEWARES, ScaleMiddleware
-from scrapoxy_scrapy.commander import CommanderUnavailable
+from scrapoxy_scrapy.commander import CommanderHTTPError, CommanderUnavailable
 from scrapoxy_scrapy.pool import PoolGate, backoff_delay
 from scrapoxy_scrapy.scale import get_no_instance_retry_request
 from tests.scrapy.chain import Chain
@@ -61,6 +61,28 @@ def test_commander_errors_while_waiting_keep_waiting():
     assert not waiting.called
     clock.advance(1.0)
     assert waiting.called
+
+
+@pytest.mark.parametrize("error, level, words", [
+    (CommanderHTTPError(status=401, code="auth", message="wrong credentials"), "ERROR",
+     "check SCRAPOXY_API, SCRAPOXY_USERNAME and SCRAPOXY_PASSWORD"),
+    (CommanderHTTPError(status=404, message="<html>" + "x" * 5000), "ERROR", "SCRAPOXY_API"),
+    (CommanderUnavailable("connection refused"), "WARNING", "cannot ask the commander"),
+], ids=["wrong-password", "wrong-url", "down"])
+def test_a_commander_that_gives_no_count_releases_requests_after_one_backoff(
+        caplog, error, level, words):
+    """Not SCRAPOXY_WAIT_TIMEOUT (300 s) of a stalled crawl for a typo in a setting: the
+    master holds each request while the pool wakes."""
+    clock, counts = task.Clock(), AliveCounts(error)
+    pool = gate(counts, clock)
+    pool.close("spider_opened")
+    waiting = pool.wait()
+    clock.advance(1.0)
+    assert waiting.called and pool.ready and counts.calls == 1
+    (record,) = [r for r in caplog.records if r.name == "scrapoxy_scrapy.pool"
+                 and r.levelname in ("ERROR", "WARNING")]
+    assert record.levelname == level and words in record.getMessage()
+    assert len(record.getMessage()) < 600  # an HTML page is not logged whole
 
 
 def test_gate_gives_up_waiting_after_wait_timeout():
