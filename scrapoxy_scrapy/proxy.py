@@ -97,6 +97,15 @@ def basic_authorization(username: str, password: str, *, encoding: str = "latin-
     return b"Basic " + base64.b64encode(raw)
 
 
+def _shown(url: str) -> str:
+    """``url`` for an error message: a password in it is masked (it would land in logs)."""
+    head, at, host = url.rpartition("@")
+    if not at or ":" not in head.partition("://")[2]:
+        return url
+    scheme, sep, userinfo = head.rpartition("://")
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def parse_master(url: str, *, auth_encoding: str = "latin-1") -> Master:
     """Split ``SCRAPOXY_MASTER`` into a credential-free proxy URL and an authorization value.
 
@@ -105,14 +114,18 @@ def parse_master(url: str, *, auth_encoding: str = "latin-1") -> Master:
     for a URL that cannot name a proxy.
     """
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme == "https":
+        # Scrapy would open TLS to the master, which speaks plain HTTP: every request hangs.
+        raise ValueError(f"SCRAPOXY_MASTER must be http://, not https://, got {_shown(url)!r}: "
+                         "the master speaks plain HTTP (https sites still work through it)")
+    if parts.scheme != "http" or not parts.hostname:
         raise ValueError(
-            f"SCRAPOXY_MASTER must look like http://[user:pass@]host:port, got {url!r}"
+            f"SCRAPOXY_MASTER must look like http://[user:pass@]host:port, got {_shown(url)!r}"
         )
     try:
         parts.port  # noqa: B018 - urlsplit validates the port lazily
     except ValueError as error:
-        raise ValueError(f"SCRAPOXY_MASTER has a bad port: {url!r}") from error
+        raise ValueError(f"SCRAPOXY_MASTER has a bad port: {_shown(url)!r}") from error
     hostport = parts.netloc.rpartition("@")[2]
     authorization = username = password = None
     if parts.username is not None:
@@ -196,16 +209,18 @@ class ProxyMiddleware:
         elif stale_token is not None:
             request.headers.pop(b"Proxy-Authorization", None)
 
-        if scheme == "https" and self.https_mode == "connect":
+        session = request.meta.get(SESSION_KEY)
+        if self.https_mode == "connect" and (scheme == "https" or session is not None):
             # A header would go through the tunnel to the target: the session rides in the
             # CONNECT's proxy username instead (Scrapy sends Proxy-Authorization on CONNECT,
             # and pools tunnels per Proxy-Authorization, so one token = its own tunnels).
+            # A session's http requests carry the same token, so that the master pins them
+            # to the instance of its tunnels: one egress IP per session, http and https.
             token = self.tunnels.assign(request.meta)
             if token is not None:
                 request.headers[b"Proxy-Authorization"] = self.master.session_authorization(token)
             return None
 
-        session = request.meta.get(SESSION_KEY)
 
         if session is not None:
             proxyname = self.sessions.get(session)

@@ -174,10 +174,24 @@ def test_ipv6_master_keeps_brackets():
     assert parse_master("http://u:p@[::1]:8888").url == "http://[::1]:8888"
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:8888", "ftp://h:1", "http://", "http://h:notaport"])
+@pytest.mark.parametrize("url", ["127.0.0.1:8888", "ftp://h:1", "http://", "http://h:notaport",
+                                 "https://127.0.0.1:8888", "socks5://127.0.0.1:1080"])
 def test_unusable_master_url_is_an_error(url):
     with pytest.raises(ValueError, match="SCRAPOXY_MASTER"):
         parse_master(url)
+
+
+@pytest.mark.parametrize("url", ["https://u:Hunter2@127.0.0.1:8888", "http://u:Hunter2@h:nope",
+                                 "ftp://u:Hunter2@h:1"])
+def test_an_unusable_master_url_is_named_without_its_password(url):
+    with pytest.raises(ValueError) as info:
+        parse_master(url)
+    assert "Hunter2" not in str(info.value) and "u:***@" in str(info.value)
+
+
+def test_an_https_master_is_refused_saying_the_master_speaks_http():
+    with pytest.raises(ValueError, match="must be http://, not https://"):
+        parse_master("https://127.0.0.1:8888")
 
 
 # --- stickiness ------------------------------------------------------------------------------

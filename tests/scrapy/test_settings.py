@@ -101,6 +101,21 @@ def test_connect_mode_session_rides_in_proxy_username_not_in_a_header():
     assert other.meta["scrapoxy_session_token"] != token
 
 
+def test_connect_mode_session_http_requests_carry_the_session_token_too():
+    """One pin per session: http pinned by x-cache-proxyname and https by the token would put
+    a session on two instances (two IPs) as soon as it mixes http and https pages."""
+    chain = Chain({"SCRAPOXY_HTTPS_MODE": "connect", "SCRAPOXY_MASTER": "http://u:p@127.0.0.1:8888"})
+    session = {"scrapoxy_session": ("acct", 1)}
+    chain.fetch(Request("https://example.com/", meta=dict(session)), ok)
+    chain.fetch(Request("http://example.com/", meta=dict(session)), ok)
+    chain.fetch(Request("http://example.com/free"), ok)
+    tunnel, plain, free = chain.downloaded
+    token = tunnel.meta["scrapoxy_session_token"]
+    assert proxy_username(plain) == (f"u;session={token}", "p")
+    assert plain.header("x-cache-proxyname") is None
+    assert proxy_username(free) == ("u", "p")  # no session: rotation, no token
+
+
 def test_connect_mode_requests_without_session_take_lane_tokens_in_turn():
     chain = Chain({"SCRAPOXY_HTTPS_MODE": "connect", "SCRAPOXY_CONNECT_LANES": 2})
     for k in range(4):
@@ -123,7 +138,10 @@ def test_connect_mode_still_sends_http_absolute_form_with_stickiness():
     chain = Chain({"SCRAPOXY_HTTPS_MODE": "connect"})
     chain.fetch(Request("http://example.com/1", meta={"scrapoxy_session": "s"}), ok)
     chain.fetch(Request("http://example.com/2", meta={"scrapoxy_session": "s"}), ok)
-    assert chain.downloaded[1].header("x-cache-proxyname") == "inst-1"
+    first, second = chain.downloaded
+    assert second.url == "http://example.com/2" and second.meta["proxy"] == MASTER
+    assert proxy_username(first) == proxy_username(second)
+    assert proxy_username(second)[0].startswith(";session=")
 
 
 def test_session_token_is_safe_in_a_proxy_username():
