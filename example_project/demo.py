@@ -127,8 +127,7 @@ def main() -> int:
     args = parser.parse_args()
     # The server runs in a session of its own (Ctrl-C in the terminal reaches the demo only):
     # the demo's cleanup must run however it is asked to stop.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
+    _CHILDREN.catch_signals()
 
     site = _SiteServer(("127.0.0.1", 0), _Site)
     threading.Thread(target=site.serve_forever, daemon=True).start()
@@ -143,12 +142,11 @@ def main() -> int:
                       f"[master]\nport = {args.master_port}\n\n"
                       f"[commander]\nport = {args.commander_port}\n")
     command = [sys.executable, "-m", "scrapoxy_server.cli", "start", str(config)]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
-    # Keep draining the server's log so it never blocks on a full pipe; shown at the end.
-    log = _Relay(server.stderr)
-    log.start()
     try:
+        server = _CHILDREN.start(command, start_new_session=True)
+        # Keep draining the server's log so it never blocks on a full pipe; shown at the end.
+        log = _Relay(server.stderr)
+        log.start()
         banner = _read_banner(server, log)
         messages = _Relay(server.stdout)  # what the server says to the user (its exit summary)
         messages.show()
@@ -203,34 +201,79 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        _CHILDREN.stop_all()
         site.shutdown()
         folder.cleanup()
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+class _Children:
+    """The processes the demo started, stopped whatever way the demo is asked to stop.
+
+    SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, except while a child is being started:
+    a signal then waits until the child is on the list, so no interruption can orphan one (the
+    server, in a session of its own, would keep the ports and its instances)."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen] = []
+        self._starting = False
+        self._pending: int | None = None
+
+    def catch_signals(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._signal)
+
+    def _signal(self, signum: int, _frame: Any) -> None:
+        if self._starting:
+            self._pending = signum
+            return
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        self._starting = True
+        try:
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, **kwargs)
+            self.processes.append(process)
+        finally:
+            self._starting = False
+        if self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        return process
+
+    def stop_all(self) -> None:
+        """The crawls are killed; the server gets SIGTERM, so it terminates its instances."""
+        for process in reversed(self.processes):
+            if process.poll() is not None:
+                continue
+            if process is not self.processes[0]:
+                process.kill()
+                process.wait()
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+_CHILDREN = _Children()
 
 
 def _crawl(arguments: list[str], *, env: dict[str, str],
            out: Path) -> tuple[list[dict] | None, dict[str, int]]:
     """``scrapy crawl ARGUMENTS`` in the example project: its items (None if it failed) and
     the ``scrapoxy/...`` counters of the stats it logged at the end."""
-    crawl = subprocess.run(
+    crawl = _CHILDREN.start(
         [sys.executable, "-m", "scrapy", "crawl", *arguments, "-O", str(out),
-         "-s", "LOG_LEVEL=INFO"],
-        cwd=HERE, env=env, check=False, capture_output=True, text=True)
+         "-s", "LOG_LEVEL=INFO"], cwd=HERE, env=env)
+    _, stderr = crawl.communicate()  # interrupted: stop_all kills it
     if crawl.returncode != 0 or not out.exists():
-        print(crawl.stderr[-3000:], file=sys.stderr)
+        print(stderr[-3000:], file=sys.stderr)
         print("the crawl failed", file=sys.stderr)
         return None, {}
     stats = {key: int(value)
-             for key, value in re.findall(r"'(scrapoxy/[^']+)': (\d+)", crawl.stderr)}
+             for key, value in re.findall(r"'(scrapoxy/[^']+)': (\d+)", stderr)}
     return json.loads(out.read_text()), stats
 
 
