@@ -156,11 +156,12 @@ class Server:
     def update_config(self, patch: dict) -> Any:
         """``PATCH /api/config``, on the reactor thread: validate, apply to every part that
         can change live, record in the state file. Fires with the new redacted config once
-        the state file holds it; raises ``ConfigError`` naming the key (nothing changed)."""
+        the state file holds it, None when nothing changed; raises ``ConfigError`` naming the
+        key (nothing changed)."""
         current = self.effective_config()
         new = live_config.patched(current, patch)
         if new == current:
-            return self.config_view()
+            return None  # a secret changed counts: views compared after redaction would not
         self._apply(current, new)
         self.config = new
         diff = live_config.state_diff(current, new)

@@ -39,18 +39,16 @@ def without_redacted_secrets(patch: Any) -> Any:
 
 
 def apply_config(commander: Commander, patch: dict) -> dict | None | Deferred:
-    """Runs on the reactor thread: the new redacted config, or None if nothing changed.
+    """Runs on the reactor thread: the new redacted config, or None if nothing changed (as
+    ``config_update`` says: only it sees secrets, which the redacted views hide).
 
     ``config_update`` may answer a Deferred (it fires once the change is saved); the event
     is published then, and ``call_in_reactor`` waits for it.
     """
     assert commander.config_update is not None
-    before = commander.config_view() if commander.config_view is not None else None
 
-    def finish(after: dict) -> dict | None:
-        if before is not None and after == before:
-            return None
-        if commander.live is not None:
+    def finish(after: dict | None) -> dict | None:
+        if after is not None and commander.live is not None:
             commander.live.config_changed(after)
         return after
 

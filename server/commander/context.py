@@ -45,7 +45,7 @@ class Commander:
     call_in_reactor: CallInReactor
     config_view: Callable[[], dict] | None = None
     stats_view: Callable[..., dict] | None = None
-    config_update: Callable[[dict], dict] | None = None
+    config_update: Callable[[dict], Any] | None = None
     live: LiveFeed | None = None
     # CONNECT session token -> name of the instance its tunnels go through (the master's map).
     session_instance: Callable[[str], str | None] | None = None

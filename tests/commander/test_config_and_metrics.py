@@ -26,10 +26,10 @@ class ConfigHolder:
     def view(self) -> dict:
         return to_dict(self.config)
 
-    def update(self, patch: dict) -> dict:
+    def update(self, patch: dict) -> dict | None:
         self.updates.append(patch)
-        self.config = merge(self.config, patch)
-        return to_dict(self.config)
+        before, self.config = self.config, merge(self.config, patch)
+        return None if self.config == before else to_dict(self.config)
 
 
 @pytest.fixture
