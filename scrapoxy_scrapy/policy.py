@@ -75,7 +75,18 @@ class BanPolicy:
 
 def load_ban_policy(path_or_class: str | type, crawler: Any) -> Any:
     """Build the policy named by ``SCRAPOXY_BAN_POLICY`` (a dotted path or a class)."""
-    policy_class = load_object(path_or_class) if isinstance(path_or_class, str) else path_or_class
+    if isinstance(path_or_class, str):
+        try:
+            policy_class = load_object(path_or_class)
+        except (ImportError, NameError, ValueError) as error:
+            raise ValueError(f"SCRAPOXY_BAN_POLICY = {path_or_class!r} names no class that can be "
+                             f"imported ({error}); give a dotted path such as "
+                             "'myproject.bans.MyPolicy'") from None
+    else:
+        policy_class = path_or_class
+    if not callable(policy_class):  # a module named instead of the class in it
+        raise ValueError(f"SCRAPOXY_BAN_POLICY = {path_or_class!r} is not a class "
+                         f"({type(policy_class).__name__}); name the policy class in it")
     if hasattr(policy_class, "from_crawler"):
         return policy_class.from_crawler(crawler)
     return policy_class()

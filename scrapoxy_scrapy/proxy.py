@@ -45,6 +45,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
 from scrapy.utils import httpobj
 
+from scrapoxy_scrapy.policy import MASTER_ERROR_HEADER
 from scrapoxy_scrapy.sessions import SESSION_KEY, SessionPins
 from scrapoxy_scrapy.settings import HTTPS_MODES
 from scrapoxy_scrapy.state import crawl_state
@@ -176,6 +177,7 @@ class ProxyMiddleware:
         # CONNECT mode, renews the banned tunnel's token).
         self.sessions = SessionPins() if sessions is None else sessions
         self.tunnels = TunnelTokens(lanes=0, lane_ttl_s=0) if tunnels is None else tunnels
+        self._warned_auth = False  # the master's 407: said once, not once per page
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -249,6 +251,16 @@ class ProxyMiddleware:
             session = request.meta.get(SESSION_KEY)
             if session is not None:
                 self.sessions.pin(session, proxyname)
+        else:
+            # A redirect copies meta: the previous hop's instance did not serve this one (an
+            # https response through a CONNECT tunnel names none).
+            request.meta.pop("scrapoxy_proxyname", None)
+        if response.status == 407 and response.headers.get(MASTER_ERROR_HEADER) == b"auth" \
+                and not self._warned_auth:
+            self._warned_auth = True
+            logger.error("scrapoxy: the master refused the scraper credentials (407): put them "
+                         "in SCRAPOXY_MASTER as http://user:password@host:port, the user and "
+                         "password percent-encoded")
         return response
 
     def process_exception(

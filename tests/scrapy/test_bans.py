@@ -119,6 +119,19 @@ def test_custom_policy_loads_by_dotted_path():
     assert isinstance(policy, OnlyTeapots)
 
 
+@pytest.mark.parametrize("path, words", [
+    ("tests.scrapy.test_bans.NoSuchPolicy", "names no class that can be imported"),
+    ("tests.scrapy.no_such_module.Policy", "names no class that can be imported"),
+    ("tests.scrapy", "is not a class (module)"),
+    ("OnlyTeapots", "names no class that can be imported"),
+], ids=["no-such-class", "no-such-module", "a-module", "not-dotted"])
+def test_a_ban_policy_path_that_names_no_class_is_an_error_naming_the_setting(path, words):
+    with pytest.raises(ValueError) as info:
+        load_ban_policy(path, get_crawler(Spider, {}))
+    assert str(info.value).startswith(f"SCRAPOXY_BAN_POLICY = {path!r} ")
+    assert words in str(info.value)
+
+
 def test_policy_reads_settings():
     crawler = get_crawler(Spider, {"SCRAPOXY_BAN_HTTP_CODES": [403],
                                    "SCRAPOXY_BAN_BODY_PATTERNS": ["blocked"]})

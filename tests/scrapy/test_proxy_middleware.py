@@ -202,6 +202,23 @@ def test_response_proxyname_is_readable_from_response_meta():
     assert response.meta["scrapoxy_proxyname"] == "inst-7"
 
 
+def test_a_response_that_names_no_instance_drops_the_name_a_redirect_copied():
+    chain = Chain()
+    hop = chain.fetch(Request("http://example.com/"), page(proxyname="inst-3"))
+    follow = Request("https://example.com/", meta=dict(hop.meta))  # as a redirect copies meta
+    assert chain.fetch(follow, page(proxyname=None)).meta.get("scrapoxy_proxyname") is None
+
+
+def test_the_masters_407_is_logged_once_as_an_error_saying_where_credentials_go(caplog):
+    chain = Chain()
+    refused = page(status=407, proxyname=None, **{"x-scrapoxy-error": "auth"})
+    for k in range(3):
+        assert chain.fetch(Request(f"http://example.com/{k}"), refused).status == 407
+    errors = [r.getMessage() for r in caplog.records
+              if r.name == "scrapoxy_scrapy.proxy" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "SCRAPOXY_MASTER as http://user:password@host:port" in errors[0]
+
+
 def test_session_requests_send_proxyname_of_sessions_last_response():
     chain = Chain()
     chain.fetch(Request("https://example.com/1", meta={"scrapoxy_session": "s"}),
