@@ -597,6 +597,8 @@ class Manager:
         self._maybe_notify_instances()
 
     def _count_failure(self, record: _Record, error: str) -> None:
+        if record.terminating_since is not None:
+            return  # on its way out: its port closing is expected, not a death to report
         record.failures += 1
         record.check_error = error
         # One failure does not flap an instance out of the pool; a few in a row do.

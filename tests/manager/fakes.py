@@ -23,6 +23,8 @@ class FakeProvider:
         self.fail_list: Exception | None = None
         self.fail_create: Exception | None = None
         self.fail_terminate: Exception | None = None
+        # True: terminations never finish (a slow cloud); the instances stay listed.
+        self.hold_terminations = False
         self.calls: list[tuple] = []
         self.terminated: list[str] = []
         self.shut_down = False
@@ -65,6 +67,8 @@ class FakeProvider:
         self.calls.append(("terminate", tuple(ids)))
         if self.fail_terminate is not None:
             return defer.fail(self.fail_terminate)
+        if self.hold_terminations:
+            return defer.Deferred()
         for id in ids:
             if id in self.instances:
                 del self.instances[id]

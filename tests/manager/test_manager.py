@@ -300,6 +300,19 @@ def test_stop_instance_terminates_now_and_is_replaced(lab):
     assert len(lab.routable()) == 3
 
 
+def test_an_instance_on_its_way_out_is_not_reported_dead(lab, caplog):
+    """Stopped through the API, its port closes before the provider says it is gone: the
+    master's failures to reach it are expected, not a death worth a warning."""
+    lab.manager.start()
+    lab.run(4)
+    victim = lab.provider.names()[0]
+    lab.provider.hold_terminations = True  # the provider takes a while, as EC2 does
+    lab.manager.stop_instance(victim)
+    for _ in range(5):
+        lab.pool.report_failure(victim)
+    assert not [r for r in caplog.records if "is dead after" in r.getMessage()]
+
+
 def test_stop_instance_unknown_name_raises_key_error(lab):
     lab.manager.start()
     with pytest.raises(KeyError):
