@@ -223,7 +223,6 @@ class ProxyMiddleware:
                 request.headers[b"Proxy-Authorization"] = self.master.session_authorization(token)
             return None
 
-
         if session is not None:
             proxyname = self.sessions.get(session)
             if proxyname is not None:

@@ -69,6 +69,10 @@ def run_test(*, targets: Targets, count: int) -> int:
         print(f"scrapoxy-server test: {url!r} is not an http(s) URL", file=sys.stderr)
         return 2
     master = urlsplit(targets.master)
+    try:
+        master.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        master = master._replace(scheme="")  # refused below, as any other non-URL
     if master.scheme != "http" or not master.hostname:
         print(f"scrapoxy-server test: --master {_shown(targets.master)!r} is not a master URL "
               "(http://[user:password@]host:port)", file=sys.stderr)

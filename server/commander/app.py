@@ -107,8 +107,8 @@ def create_app(
     ``control`` may be None at first; ``app.set_control(manager)`` hands it over later
     (until then the API answers 503). ``config_update(patch)`` runs on the reactor, raises
     ``ConfigError`` naming the key path, returns the new redacted config (None: nothing
-    changed). ``stats_view``
-    defaults to the live feed's samples (``since`` as an optional argument). ``live``
+    changed). ``stats_view`` defaults to the live feed's samples (``since`` as an optional
+    argument). ``live``
     (the event ring and the stats sampler) enables ``/api/events``. ``session_instance(token)``
     (the master's CONNECT session map, read on the reactor) lets ``POST /api/instances/stop``
     take ``{"session": TOKEN}``.

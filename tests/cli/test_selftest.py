@@ -181,7 +181,8 @@ def test_an_address_counts_only_from_a_master_and_is_read_from_the_bytes(capsys,
 
 
 @pytest.mark.parametrize("master", ["notaurl", "127.0.0.1:18888", "https://127.0.0.1:18888",
-                                    "socks5://127.0.0.1:1080"])
+                                    "socks5://127.0.0.1:1080", "http://127.0.0.1:notaport",
+                                    "http://127.0.0.1:99999"])
 def test_a_master_that_is_no_http_url_is_refused_before_any_request(master):
     result = run_cli("test", "--master", master, "http://127.0.0.1:9/", "--count", "1")
     assert result.returncode == 2
