@@ -143,7 +143,7 @@ def main() -> int:
                       f"[commander]\nport = {args.commander_port}\n")
     command = [sys.executable, "-m", "scrapoxy_server.cli", "start", str(config)]
     try:
-        server = _CHILDREN.start(command, start_new_session=True)
+        server = _CHILDREN.start(command, graceful=True, start_new_session=True)
         # Keep draining the server's log so it never blocks on a full pipe; shown at the end.
         log = _Relay(server.stderr)
         log.start()
@@ -215,6 +215,7 @@ class _Children:
 
     def __init__(self) -> None:
         self.processes: list[subprocess.Popen] = []
+        self._graceful: set[int] = set()  # pids stopped with SIGTERM (the server)
         self._starting = False
         self._pending: int | None = None
 
@@ -228,12 +229,17 @@ class _Children:
             return
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+    def start(self, argv: list[str], *, graceful: bool = False,
+              **kwargs: Any) -> subprocess.Popen:
+        """Start ``argv`` with pipes for its output; ``graceful``: stop it with SIGTERM and
+        wait (the server terminates its instances), else kill it."""
         self._starting = True
         try:
             process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True, **kwargs)
             self.processes.append(process)
+            if graceful:
+                self._graceful.add(process.pid)
         finally:
             self._starting = False
         if self._pending is not None:
@@ -246,7 +252,7 @@ class _Children:
         for process in reversed(self.processes):
             if process.poll() is not None:
                 continue
-            if process is not self.processes[0]:
+            if process.pid not in self._graceful:
                 process.kill()
                 process.wait()
                 continue

@@ -230,15 +230,11 @@ def restore(config: Config, changes: dict[str, Any], *, state_path: Path,
 def _restored_scaling(configured: dict[str, Any], recorded: dict[str, Any],
                       state_path: Path) -> dict[str, Any]:
     """The file's scaling with the recorded one on top; ``required`` clamped into the bounds."""
-    bounds = {key: value for key, value in recorded.items() if key != "required"}
-    scaling = merge_scaling(configured, bounds)
-    if "required" not in recorded:
-        return scaling
-    wanted = recorded["required"]
-    scaling = merge_scaling({**scaling, "required": wanted}, {})
-    if scaling["required"] != wanted:
+    scaling = merge_scaling({**configured, **recorded}, {})
+    if "required" in recorded and scaling["required"] != recorded["required"]:
         log.warning("state file %s: scaling.required %s set through the API is outside "
-                    "[min, max] now; starting with %s", state_path, wanted, scaling["required"])
+                    "[min, max] now; starting with %s", state_path, recorded["required"],
+                    scaling["required"])
     return scaling
 
 
